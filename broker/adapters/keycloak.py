@@ -1,0 +1,135 @@
+"""`KeycloakTokenIssuer`: the client-credentials grant against a Keycloak-style realm.
+
+The request is exactly the one the Atlas documentation gives: `POST
+{idp}/auth/realms/{realm}/protocol/openid-connect/token` with `Authorization: Basic
+base64(ClientId:ClientSecret)` and the form body `grant_type=client_credentials`.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import httpx
+import jwt
+
+from broker.core import rules
+from broker.core.errors import IdPBadResponse, IdPRejected, IdPUnavailable
+from broker.core.models import AccessToken, RealmCredentials
+from broker.core.ports import Clock
+
+# Gateway answers mean the IdP is down rather than misbehaving: the caller may retry.
+_UNAVAILABLE_STATUSES = {502, 503, 504}
+_OAUTH_ERROR = re.compile(r"^[\x20-\x7e]{1,64}$")
+
+
+def token_url(idp_url: str, realm: str) -> str:
+    return f"{idp_url.rstrip('/')}/auth/realms/{realm}/protocol/openid-connect/token"
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    pair = f"{client_id}:{client_secret}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")
+
+
+def create_idp_client(*, timeout: float) -> httpx.AsyncClient:
+    """One pooled client for every realm: connections to the IdP are reused."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
+        follow_redirects=False,
+        headers={"User-Agent": "atlas-token-broker"},
+    )
+
+
+class KeycloakTokenIssuer:
+    def __init__(self, *, client: httpx.AsyncClient, idp_url: str | None, clock: Clock) -> None:
+        self._client = client
+        self._idp_url = idp_url
+        self._clock = clock
+
+    def url_for(self, credentials: RealmCredentials) -> str:
+        if credentials.token_url:
+            return credentials.token_url
+        if not self._idp_url:
+            raise IdPBadResponse(
+                f"realm {credentials.realm!r} has no token_url and BROKER_IDP_URL is not set"
+            )
+        return token_url(self._idp_url, credentials.realm)
+
+    async def fetch(self, credentials: RealmCredentials) -> AccessToken:
+        form = {"grant_type": "client_credentials"}
+        if credentials.scope:
+            form["scope"] = credentials.scope
+        headers = {
+            "Authorization": basic_authorization(
+                credentials.client_id, credentials.client_secret.get_secret_value()
+            ),
+            "Accept": "application/json",
+        }
+        issued_at = self._clock.now()
+        try:
+            response = await self._client.post(self.url_for(credentials), data=form, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise IdPUnavailable("the identity provider did not answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise IdPUnavailable(f"the identity provider is unreachable ({type(exc).__name__})") from exc
+        return self._parse(response, issued_at=issued_at)
+
+    def _parse(self, response: httpx.Response, *, issued_at: float) -> AccessToken:
+        status = response.status_code
+        if status in _UNAVAILABLE_STATUSES:
+            raise IdPUnavailable(f"the identity provider answered HTTP {status}")
+        body = _json_object(response)
+        if status != 200:
+            error = body.get("error") if body else None
+            if isinstance(error, str) and _OAUTH_ERROR.match(error):
+                raise IdPRejected(f"the identity provider answered {error!r}", reason=error)
+            raise IdPBadResponse(f"the identity provider answered HTTP {status}")
+        if body is None:
+            raise IdPBadResponse("the identity provider's answer is not a JSON object")
+        value = body.get("access_token")
+        if not isinstance(value, str) or not value:
+            raise IdPBadResponse("the identity provider's answer has no access_token")
+        token_type = body.get("token_type")
+        if not isinstance(token_type, str) or token_type.lower() != "bearer":
+            raise IdPBadResponse("the identity provider's token is not a Bearer token")
+        expires_in = body.get("expires_in")
+        if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+            raise IdPBadResponse("the identity provider's answer has no valid expires_in")
+        expires_at = rules.expires_at(
+            issued_at=issued_at, exp=_jwt_exp(value), expires_in=float(expires_in)
+        )
+        if expires_at <= self._clock.now():
+            raise IdPBadResponse("the identity provider issued an expired token")
+        scope = body.get("scope")
+        return AccessToken(
+            value=value,
+            expires_at=expires_at,
+            issued_at=issued_at,
+            scope=scope if isinstance(scope, str) and scope else None,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _jwt_exp(value: str) -> float:
+    """The `exp` claim, read without verifying the signature (only the expiry is used)."""
+    try:
+        claims = jwt.decode(value, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError as exc:
+        raise IdPBadResponse("the identity provider's access_token is not a JWT") from exc
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise IdPBadResponse("the identity provider's access_token has no exp claim")
+    return float(exp)

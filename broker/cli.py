@@ -1,0 +1,59 @@
+"""The `broker` command: `serve` runs the broker, `dev` the whole stack on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from broker.adapters.policy_file import read_policy
+from broker.core.policy import PolicyError
+from broker.logs import configure_logging
+from broker.settings import SettingsError, load_settings
+
+
+def serve() -> int:
+    import uvicorn
+
+    try:
+        settings = load_settings()
+        if settings.policy_file is not None:
+            read_policy(settings.policy_file)
+    except (SettingsError, PolicyError) as exc:
+        print(f"broker: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "broker.http.app:app_from_environment",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=None,  # keep our JSON logging
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=20,
+        # Let oversized headers reach the app, which answers them with problem+json.
+        h11_max_incomplete_event_size=settings.max_header_bytes * 8,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="broker", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the broker (configured by BROKER_* variables)")
+    dev = commands.add_parser(
+        "dev", help="start OpenBao, the development IdP and the broker on loopback"
+    )
+    dev.add_argument("--port", type=int, default=8080, help="broker port (0 picks a free one)")
+    dev.add_argument(
+        "--check-only",
+        action="store_true",
+        help="start the stack, fetch one token through the broker, stop",
+    )
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve()
+    from broker.devstack.dev import run_dev
+
+    return run_dev(port=args.port, check_only=args.check_only)

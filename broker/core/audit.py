@@ -1,0 +1,42 @@
+"""Audit events: one JSON shape for every sink (DESIGN.md, "Audit events")."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso_time(epoch: float, *, millis: bool = False) -> str:
+    moment = datetime.fromtimestamp(epoch, UTC)
+    if millis:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit record. Holds a token's SHA-256 prefix, never the token."""
+
+    event: str
+    time: float
+    outcome: str
+    realm: str | None = None
+    caller: str | None = None
+    source: str | None = None
+    reason: str | None = None
+    token_sha256: str | None = None
+    token_expires_at: float | None = None
+    credential_version: int | None = None
+    request_id: str | None = None
+    client_ip: str | None = None
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def as_json(self) -> dict[str, Any]:
+        """The wire shape: ISO times, no empty fields."""
+        record = {key: value for key, value in asdict(self).items() if value is not None}
+        record["time"] = iso_time(self.time, millis=True)
+        if self.token_expires_at is not None:
+            record["token_expires_at"] = iso_time(self.token_expires_at)
+        return record

@@ -1,0 +1,134 @@
+"""The broker's error tree. Every class knows its HTTP status; one handler renders them.
+
+    BrokerError
+    ├── CallerError                     the request cannot be served as asked (4xx)
+    │   ├── Unauthenticated             401  no or unknown credential
+    │   ├── Forbidden                   403  caller may not use this realm / endpoint
+    │   ├── RealmNotFound               404  no credentials for the realm in the secret source
+    │   ├── InvalidRequest              422  malformed realm, min_ttl, ...
+    │   │   └── MinTtlUnsatisfiable     422  even a fresh token lives shorter than min_ttl
+    │   ├── RequestTooLarge             431  headers beyond the limit
+    │   └── RateLimited                 429  the caller exceeded its rate
+    └── UpstreamError                   a dependency failed (5xx)
+        ├── IdPRejected                 502  the IdP refused the credentials (invalid_client ...)
+        ├── IdPBadResponse              502  the IdP answered something that is not a token
+        ├── IdPUnavailable              503  the IdP cannot be reached or timed out
+        ├── CredentialsInvalid          502  the realm's secret lacks client_id / client_secret
+        ├── SecretSourceUnavailable     503  Vault cannot be reached
+        └── StoreUnavailable            503  Redis failed (the core falls back; rarely surfaces)
+
+`detail` is shown to callers: it never contains a token, a secret or a caller's key.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BrokerError(Exception):
+    status: ClassVar[int] = 500
+    slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+
+
+class CallerError(BrokerError):
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+
+class Unauthenticated(CallerError):
+    status = 401
+    slug = "unauthenticated"
+    title = "Missing or invalid caller credential"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="atlas-broker"'}
+
+
+class Forbidden(CallerError):
+    status = 403
+    slug = "forbidden"
+    title = "Caller is not allowed this"
+
+
+class RealmNotFound(CallerError):
+    status = 404
+    slug = "realm-not-found"
+    title = "Realm not found"
+
+
+class InvalidRequest(CallerError):
+    status = 422
+    slug = "invalid-request"
+    title = "Invalid request"
+
+
+class MinTtlUnsatisfiable(InvalidRequest):
+    slug = "min-ttl-unsatisfiable"
+    title = "min_ttl exceeds the realm's token lifetime"
+
+
+class RequestTooLarge(CallerError):
+    status = 431
+    slug = "request-header-fields-too-large"
+    title = "Request header fields too large"
+
+
+class RateLimited(CallerError):
+    status = 429
+    slug = "rate-limited"
+    title = "Rate limit exceeded"
+
+
+class UpstreamError(BrokerError):
+    status = 502
+    slug = "upstream-error"
+    title = "Upstream error"
+
+
+class IdPRejected(UpstreamError):
+    """The IdP answered with an OAuth2 error; `reason` is its `error` code."""
+
+    slug = "idp-rejected"
+    title = "The identity provider refused the realm's credentials"
+
+    def __init__(self, detail: str, *, reason: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class IdPBadResponse(UpstreamError):
+    slug = "idp-bad-response"
+    title = "The identity provider answered with something that is not a valid token"
+
+
+class IdPUnavailable(UpstreamError):
+    status = 503
+    slug = "idp-unavailable"
+    title = "The identity provider is unreachable"
+
+
+class CredentialsInvalid(UpstreamError):
+    slug = "realm-credentials-invalid"
+    title = "The realm's credentials in the secret store are incomplete"
+
+
+class SecretSourceUnavailable(UpstreamError):
+    status = 503
+    slug = "secret-source-unavailable"
+    title = "The secret store is unreachable"
+
+
+class StoreUnavailable(UpstreamError):
+    status = 503
+    slug = "token-store-unavailable"
+    title = "The token store is unreachable"

@@ -1,0 +1,53 @@
+"""Pure rules of token validity and refresh: functions of their inputs and a time."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from broker.core.models import AccessToken
+
+REALM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_REALM_RE = re.compile(REALM_PATTERN)
+
+
+def is_valid_realm(name: str) -> bool:
+    # fullmatch, so a trailing newline (which `$` tolerates) does not slip through.
+    return _REALM_RE.fullmatch(name) is not None
+
+
+def expires_at(*, issued_at: float, exp: float, expires_in: float) -> float:
+    """When a token dies: the earlier of its JWT `exp` and the IdP's `expires_in`."""
+    return min(exp, issued_at + expires_in)
+
+
+def cache_ttl(token: AccessToken, *, now: float, skew: float) -> int:
+    """Seconds to keep `token` in the shared store; <= 0 means do not cache it.
+
+    Floors, so the stored copy never outlives the validity the broker promises.
+    """
+    return math.floor(token.expires_at - now - skew)
+
+
+def remaining(token: AccessToken, *, now: float, skew: float) -> float:
+    """Seconds the broker still treats `token` as valid."""
+    return token.expires_at - skew - now
+
+
+def satisfies(token: AccessToken, *, now: float, skew: float, min_ttl: float) -> bool:
+    return remaining(token, now=now, skew=skew) >= min_ttl
+
+
+def refresh_at(token: AccessToken, *, skew: float, refresh_before: float) -> float:
+    """When to fetch the successor: `refresh_before` ahead of expiry, at most half the
+    token's lifetime ahead, so short-lived tokens are not refreshed continuously."""
+    lead = min(refresh_before, token.lifetime() / 2)
+    return token.expires_at - skew - lead
+
+
+def token_key(prefix: str, realm: str) -> str:
+    return f"{prefix}:token:{realm}"
+
+
+def lock_key(prefix: str, realm: str) -> str:
+    return f"{prefix}:lock:{realm}"

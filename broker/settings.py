@@ -1,0 +1,108 @@
+"""Settings: `BROKER_*` environment variables, optionally a YAML file named by
+`BROKER_CONFIG`; the environment wins (DESIGN.md, "Configuration")."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "root", "password", "xxx", "todo"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BROKER_", extra="forbid", frozen=True)
+
+    env: Literal["production", "dev"] = "production"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    vault_addr: str | None = None
+    vault_token: SecretStr | None = None
+    vault_role_id: str | None = None
+    vault_secret_id: SecretStr | None = None
+    vault_k8s_role: str | None = None
+    vault_kv_mount: str = Field(default="secret", min_length=1)
+    vault_prefix: str = "atlas"
+    vault_timeout: int = Field(default=5, ge=1, le=60)
+
+    idp_url: str | None = None
+    idp_timeout: float = Field(default=10.0, gt=0, le=120)
+
+    redis_url: str = "redis://localhost:6379/0"
+    key_prefix: str = Field(default="atlas-broker", min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
+
+    policy_file: Path | None = None
+
+    expiry_skew: int = Field(default=30, ge=0, le=600)
+    refresh_before: int = Field(default=300, ge=0, le=3600)
+    max_header_bytes: int = Field(default=16384, ge=1024, le=1048576)
+
+    @field_validator("vault_addr", "idp_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://", "memory://")):
+            raise ValueError("must be a redis://, rediss://, unix:// or memory:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        if self.env != "dev":
+            for name in ("vault_token", "vault_secret_id"):
+                secret = getattr(self, name)
+                if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDERS:
+                    raise ValueError(f"BROKER_{name.upper()} is a placeholder value")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("BROKER_CONFIG")
+        if config_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def uses_memory_store(self) -> bool:
+        return self.redis_url.startswith("memory://")
+
+
+class SettingsError(ValueError):
+    """Settings that stop start-up; the message is one line naming the setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    config_file = os.environ.get("BROKER_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise SettingsError(f"BROKER_CONFIG: no such file: {config_file}")
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "_".join(str(part) for part in first["loc"]).upper()
+        label = f"BROKER_{name}" if name else "settings"
+        raise SettingsError(f"{label}: {first['msg']}") from None
