@@ -99,9 +99,12 @@ class VaultSecretSource:
 
     async def ping(self) -> None:
         def check() -> None:
+            if not self._logged_in:
+                self._login()
             with _mapped("-"):
-                if not self._client.sys.read_health_status(method="GET").ok:
-                    raise SecretSourceUnavailable("vault is not healthy")
+                # lookup-self: Vault answers and our token is still good.
+                if not self._client.is_authenticated():
+                    raise SecretSourceUnavailable("the broker's Vault token is not valid")
 
         await anyio.to_thread.run_sync(check)
 

@@ -29,11 +29,12 @@ class BrokerError(Exception):
     status: ClassVar[int] = 500
     slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal error"
+    default_retry_after: ClassVar[int | None] = None
 
     def __init__(self, detail: str, *, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else self.default_retry_after
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
@@ -85,6 +86,7 @@ class RequestTooLarge(CallerError):
 
 class RateLimited(CallerError):
     status = 429
+    default_retry_after = 1
     slug = "rate-limited"
     title = "Rate limit exceeded"
 
@@ -113,6 +115,7 @@ class IdPBadResponse(UpstreamError):
 
 class IdPUnavailable(UpstreamError):
     status = 503
+    default_retry_after = 5
     slug = "idp-unavailable"
     title = "The identity provider is unreachable"
 
@@ -124,11 +127,13 @@ class CredentialsInvalid(UpstreamError):
 
 class SecretSourceUnavailable(UpstreamError):
     status = 503
+    default_retry_after = 5
     slug = "secret-source-unavailable"
     title = "The secret store is unreachable"
 
 
 class StoreUnavailable(UpstreamError):
     status = 503
+    default_retry_after = 5
     slug = "token-store-unavailable"
     title = "The token store is unreachable"

@@ -1,0 +1,78 @@
+# syntax=docker/dockerfile:1.7
+#
+# Atlas Token Broker image.
+#
+#   podman build -t atlas-broker .
+#   podman build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t atlas-broker .
+#   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest> -t atlas-broker .
+#
+# The optional `pip-ca` build secret is a PEM bundle that pip trusts instead of its own,
+# for builds behind a TLS-intercepting proxy; it is mounted only for the RUN that needs it
+# and never lands in a layer. docs/operations.md walks through the options.
+
+# Both stages use the same base so the virtual environment's interpreter symlink
+# (/opt/venv/bin/python -> /usr/local/bin/python3.11) resolves in the final image.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+
+# Only what the wheel is built from: the project metadata and the package.
+COPY pyproject.toml README.md ./
+COPY broker/ broker/
+
+# Build the wheel from the source tree, then install it (and its pinned dependencies) into
+# a virtual environment made without pip or setuptools: the builder's pip installs into it,
+# so the runtime image carries no installer. The final stage copies nothing else.
+RUN --mount=type=secret,id=pip-ca,required=false \
+    set -eu; \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels .; \
+    python -m venv --without-pip /opt/venv; \
+    python -m pip --python /opt/venv/bin/python install --no-cache-dir /tmp/wheels/*.whl; \
+    rm -rf /tmp/wheels
+
+FROM ${BASE_IMAGE}
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+
+LABEL org.opencontainers.image.title="atlas-token-broker" \
+      org.opencontainers.image.description="Central OAuth2 client-credentials broker for the Atlas API" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+
+# A named account for the numeric id, so tools that look the user up find one; its home
+# is /tmp, the only writable place when the root file system is read-only.
+RUN groupadd --system --gid 10001 broker \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin broker
+
+COPY --from=builder /opt/venv /opt/venv
+
+# Bytecode was compiled when the venv was built; nothing is written at run time, so the
+# container runs with a read-only root file system and an emptyDir (or tmpfs) at /tmp.
+ENV PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    BROKER_HOST=0.0.0.0 \
+    BROKER_PORT=8080
+
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8080
+
+# For `docker run` and Compose users; Kubernetes ignores it and uses the chart's probes,
+# and OCI-format builds (podman's default) drop it with a warning.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('BROKER_PORT', '8080') + '/healthz', timeout=3)"]
+
+ENTRYPOINT ["broker"]
+CMD ["serve"]

@@ -1,0 +1,109 @@
+"""Fixtures for tests that talk to real servers: OpenBao, Redis, the development IdP and
+broker processes, all on 127.0.0.1 and free ports, all stopped by the fixtures."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from broker.core.policy import hash_key
+from broker.devstack.servers import (
+    DevIdP,
+    OpenBao,
+    RedisServer,
+    start_dev_idp,
+    start_openbao,
+    start_redis,
+)
+from stack import CallerKeys, LeakWatch, Stack
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def leak_watch(stack_dir: Path) -> Iterator[LeakWatch]:
+    """Every secret the suite hands out; at the end no process log may contain one."""
+    watch = LeakWatch()
+    yield watch
+    leaks = watch.scan(stack_dir)
+    assert leaks == [], f"secrets found in process output: {leaks}"
+
+
+@pytest.fixture(scope="session")
+def openbao(stack_dir: Path, leak_watch: LeakWatch) -> Iterator[OpenBao]:
+    root_token = secrets.token_urlsafe(24)
+    leak_watch.add(root_token)
+    bao = start_openbao(stack_dir, root_token=root_token)
+    yield bao
+    bao.process.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(stack_dir: Path) -> Iterator[RedisServer]:
+    server = start_redis(stack_dir)
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def idp(stack_dir: Path) -> Iterator[DevIdP]:
+    config = stack_dir / "idp.yaml"
+    config.write_text(yaml.safe_dump({"token_lifetime": 3600, "realms": {}}))
+    server = start_dev_idp(stack_dir, config=config)
+    yield server
+    server.process.stop()
+
+
+@pytest.fixture(scope="session")
+def caller_keys(stack_dir: Path, leak_watch: LeakWatch) -> CallerKeys:
+    keys = CallerKeys(
+        everything=secrets.token_urlsafe(32),
+        limited=secrets.token_urlsafe(32),
+        policy_file=stack_dir / "policy.yaml",
+    )
+    leak_watch.add(keys.everything, keys.limited)
+    keys.policy_file.write_text(
+        yaml.safe_dump(
+            {
+                "callers": [
+                    {"name": "svc-all", "api_key_sha256": hash_key(keys.everything), "realms": ["*"]},
+                    {
+                        "name": "svc-limited",
+                        "api_key_sha256": hash_key(keys.limited),
+                        "realms": [CallerKeys.LIMITED_REALM],
+                    },
+                ]
+            }
+        )
+    )
+    return keys
+
+
+@pytest.fixture
+def stack(
+    request: pytest.FixtureRequest,
+    stack_dir: Path,
+    openbao: OpenBao,
+    redis_server: RedisServer,
+    idp: DevIdP,
+    caller_keys: CallerKeys,
+    leak_watch: LeakWatch,
+) -> Iterator[Stack]:
+    """The servers, plus broker processes this test starts and the fixture stops."""
+    test_stack = Stack(
+        log_dir=stack_dir / request.node.name[:80],
+        openbao=openbao,
+        redis=redis_server,
+        idp=idp,
+        keys=caller_keys,
+        leak_watch=leak_watch,
+    )
+    yield test_stack
+    test_stack.close()

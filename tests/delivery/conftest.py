@@ -1,0 +1,127 @@
+"""Shared pieces of the delivery tests: the Dockerfile's build context and an installed broker.
+
+`install_broker` mirrors the image's builder stage without a container engine: it copies
+the files the Dockerfile copies, builds the wheel from them, and installs it into a fresh
+virtual environment made without pip, exactly as the builder does for /opt/venv. Tests
+that need a runnable `broker` command use the session-scoped `broker_venv` fixture.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+
+# Building the wheel fetches the build backend; installing fetches the runtime dependencies.
+_PIP_TIMEOUT_SECONDS = 240
+
+
+def dockerfile_instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    """The Dockerfile as (INSTRUCTION, arguments) pairs, continuation lines joined."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in dockerfile.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, arguments = (pending + line).partition(" ")
+        instructions.append((keyword.upper(), arguments.strip()))
+        pending = ""
+    return instructions
+
+
+def builder_copy_sources(dockerfile: Path = DOCKERFILE) -> list[str]:
+    """Paths that the builder stage copies from the build context."""
+    sources: list[str] = []
+    in_builder = False
+    for keyword, arguments in dockerfile_instructions(dockerfile):
+        if keyword == "FROM":
+            in_builder = arguments.lower().endswith(" as builder")
+        elif keyword == "COPY" and in_builder and "--from=" not in arguments:
+            sources.extend(arguments.split()[:-1])
+    return sources
+
+
+def copy_build_context(dest: Path) -> Path:
+    """Copy what the builder stage copies from the repository into `dest`; return `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for source in builder_copy_sources():
+        origin = REPO_ROOT / source.rstrip("/")
+        target = dest / source.rstrip("/")
+        if not origin.exists():
+            pytest.fail(f"the Dockerfile copies {source}, which the repository lacks", pytrace=False)
+        if origin.is_dir():
+            shutil.copytree(
+                origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]")
+            )
+        else:
+            shutil.copy2(origin, target)
+    return dest
+
+
+def _run(command: list[str], *, cwd: Path | None = None) -> None:
+    result = subprocess.run(
+        command,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=_PIP_TIMEOUT_SECONDS,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} exited {result.returncode}:\n"
+            f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}",
+            pytrace=False,
+        )
+
+
+def build_wheel(context: Path, wheel_dir: Path) -> Path:
+    """Build the project's wheel from `context` into `wheel_dir`; return its path."""
+    _run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheel_dir), "."],
+        cwd=context,
+    )
+    (wheel,) = wheel_dir.glob("atlas_token_broker-*.whl")
+    return wheel
+
+
+def install_in_fresh_venv(wheel: Path, venv_dir: Path) -> Path:
+    """Install `wheel` and its dependencies into a new venv without pip; return the venv."""
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv_dir)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv_dir / "bin" / "python"),
+            "install",
+            str(wheel),
+        ]
+    )
+    return venv_dir
+
+
+def install_broker(workdir: Path) -> Path:
+    """Do what the image's builder stage does under `workdir`; return the venv with `broker`."""
+    context = copy_build_context(workdir / "context")
+    wheel = build_wheel(context, workdir / "wheels")
+    return install_in_fresh_venv(wheel, workdir / "venv")
+
+
+@pytest.fixture(scope="session")
+def broker_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment holding the broker installed from its wheel, as in the image."""
+    return install_broker(tmp_path_factory.mktemp("image-build"))
