@@ -19,13 +19,20 @@ _REDACTIONS = (
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
     (re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [redacted]"),
     (
-        re.compile(r"(?i)((?:client_)?secret|password|api_key|access_token|token)([\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"),
+        re.compile(
+            r"(?i)((?:client_)?secret|password|api_key|access_token|token)([\"']?\s*[=:]\s*[\"']?)[^\s\"'&,}]+"
+        ),
         r"\1\2[redacted]",
     ),
 )
 
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def redact(text: str) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stack import CallerKeys, LeakWatch, Stack
 
 from broker.core.policy import hash_key
 from broker.devstack.servers import (
@@ -19,7 +20,6 @@ from broker.devstack.servers import (
     start_openbao,
     start_redis,
 )
-from stack import CallerKeys, LeakWatch, Stack
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +73,11 @@ def caller_keys(stack_dir: Path, leak_watch: LeakWatch) -> CallerKeys:
         yaml.safe_dump(
             {
                 "callers": [
-                    {"name": "svc-all", "api_key_sha256": hash_key(keys.everything), "realms": ["*"]},
+                    {
+                        "name": "svc-all",
+                        "api_key_sha256": hash_key(keys.everything),
+                        "realms": ["*"],
+                    },
                     {
                         "name": "svc-limited",
                         "api_key_sha256": hash_key(keys.limited),
@@ -86,24 +90,28 @@ def caller_keys(stack_dir: Path, leak_watch: LeakWatch) -> CallerKeys:
     return keys
 
 
-@pytest.fixture
-def stack(
-    request: pytest.FixtureRequest,
-    stack_dir: Path,
-    openbao: OpenBao,
-    redis_server: RedisServer,
-    idp: DevIdP,
-    caller_keys: CallerKeys,
-    leak_watch: LeakWatch,
-) -> Iterator[Stack]:
-    """The servers, plus broker processes this test starts and the fixture stops."""
-    test_stack = Stack(
+def _stack(request: pytest.FixtureRequest, stack_dir: Path) -> Stack:
+    return Stack(
         log_dir=stack_dir / request.node.name[:80],
-        openbao=openbao,
-        redis=redis_server,
-        idp=idp,
-        keys=caller_keys,
-        leak_watch=leak_watch,
+        openbao=request.getfixturevalue("openbao"),
+        redis=request.getfixturevalue("redis_server"),
+        idp=request.getfixturevalue("idp"),
+        keys=request.getfixturevalue("caller_keys"),
+        leak_watch=request.getfixturevalue("leak_watch"),
     )
+
+
+@pytest.fixture
+def stack(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Stack]:
+    """The servers, plus broker processes this test starts and the fixture stops."""
+    test_stack = _stack(request, stack_dir)
+    yield test_stack
+    test_stack.close()
+
+
+@pytest.fixture(scope="module")
+def module_stack(request: pytest.FixtureRequest, stack_dir: Path) -> Iterator[Stack]:
+    """Like `stack`, for brokers shared by the tests of one module."""
+    test_stack = _stack(request, stack_dir)
     yield test_stack
     test_stack.close()

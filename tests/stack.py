@@ -72,7 +72,9 @@ class Stack:
 
     def new_realm(self, prefix: str = "realm", *, in_vault: bool = True) -> Realm:
         """A realm known to the IdP (and Vault), unique to the calling test."""
-        realm = Realm(f"{prefix}-{uuid.uuid4().hex[:8]}", f"atlas-{prefix}", secrets.token_urlsafe(24))
+        realm = Realm(
+            f"{prefix}-{uuid.uuid4().hex[:8]}", f"atlas-{prefix}", secrets.token_urlsafe(24)
+        )
         self.leak_watch.add(realm.client_secret)
         self.idp_control(
             "PUT",
@@ -120,9 +122,7 @@ class Stack:
     def start_brokers(self, count: int, **env: str) -> list[BrokerServer]:
         """`count` replicas sharing one key prefix (so one Redis namespace)."""
         shared = self.broker_env(**env)
-        return [
-            self.start_broker(name=f"broker-{i}", **shared) for i in range(count)
-        ]
+        return [self.start_broker(name=f"broker-{i}", **shared) for i in range(count)]
 
     def served_tokens(self, response: httpx.Response) -> None:
         if response.status_code == 200:

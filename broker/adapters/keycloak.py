@@ -70,11 +70,15 @@ class KeycloakTokenIssuer:
         }
         issued_at = self._clock.now()
         try:
-            response = await self._client.post(self.url_for(credentials), data=form, headers=headers)
+            response = await self._client.post(
+                self.url_for(credentials), data=form, headers=headers
+            )
         except httpx.TimeoutException as exc:
             raise IdPUnavailable("the identity provider did not answer in time") from exc
         except httpx.HTTPError as exc:
-            raise IdPUnavailable(f"the identity provider is unreachable ({type(exc).__name__})") from exc
+            raise IdPUnavailable(
+                f"the identity provider is unreachable ({type(exc).__name__})"
+            ) from exc
         return self._parse(response, issued_at=issued_at)
 
     def _parse(self, response: httpx.Response, *, issued_at: float) -> AccessToken:
@@ -96,7 +100,11 @@ class KeycloakTokenIssuer:
         if not isinstance(token_type, str) or token_type.lower() != "bearer":
             raise IdPBadResponse("the identity provider's token is not a Bearer token")
         expires_in = body.get("expires_in")
-        if not isinstance(expires_in, int | float) or isinstance(expires_in, bool) or expires_in <= 0:
+        if (
+            not isinstance(expires_in, int | float)
+            or isinstance(expires_in, bool)
+            or expires_in <= 0
+        ):
             raise IdPBadResponse("the identity provider's answer has no valid expires_in")
         expires_at = rules.expires_at(
             issued_at=issued_at, exp=_jwt_exp(value), expires_in=float(expires_in)

@@ -67,7 +67,9 @@ class PolicyFile:
         try:
             policy = read_policy(self._path)
         except PolicyError as exc:
-            log.error("policy file rejected, keeping the policy in force", extra={"error": str(exc)})
+            log.error(
+                "policy file rejected, keeping the policy in force", extra={"error": str(exc)}
+            )
             return
         self._policy = policy
         log.info("policy reloaded", extra={"callers": len(policy)})

@@ -22,7 +22,9 @@ from broker.core.models import AccessToken
 log = logging.getLogger(__name__)
 
 # Compare-and-delete / compare-and-extend: only the owner may release or extend its lock.
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+_RELEASE = (
+    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+)
 _EXTEND = (
     "if redis.call('get', KEYS[1]) == ARGV[1] then "
     "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
@@ -88,14 +90,18 @@ class RedisTokenStore:
             return None
         token = decode_token(raw)
         if token is None:
-            log.warning("unreadable token value in redis, treated as a miss", extra={"realm": realm})
+            log.warning(
+                "unreadable token value in redis, treated as a miss", extra={"realm": realm}
+            )
         return token
 
     async def put(self, realm: str, token: AccessToken, ttl: float) -> None:
         if ttl <= 0:
             return
         with _mapped():
-            await self._redis.set(rules.token_key(self._prefix, realm), encode_token(token), ex=int(ttl))
+            await self._redis.set(
+                rules.token_key(self._prefix, realm), encode_token(token), ex=int(ttl)
+            )
 
     async def acquire_lock(self, realm: str, owner: str, lease: float) -> bool:
         with _mapped():

@@ -171,7 +171,9 @@ class TokenBroker:
         try:
             shared = await self._store.get(realm)
         except StoreUnavailable as exc:
-            log.warning("token store unavailable, fetching alone", extra={"realm": realm, "error": str(exc)})
+            log.warning(
+                "token store unavailable, fetching alone", extra={"realm": realm, "error": str(exc)}
+            )
             return await self._fetch(realm, share=False)
         if shared is not None and acceptable(shared):
             self._remember(realm, shared)
@@ -198,7 +200,9 @@ class TokenBroker:
                 self._remember(realm, shared)
                 return IssuedToken(realm, shared, TokenSource.REDIS)
             if self._clock.now() >= deadline:
-                log.warning("peer fetch did not finish in time, fetching alone", extra={"realm": realm})
+                log.warning(
+                    "peer fetch did not finish in time, fetching alone", extra={"realm": realm}
+                )
                 return await self._fetch(realm, share=True)
 
     async def _fetch_locked(self, realm: str, acceptable: Acceptable, owner: str) -> IssuedToken:
@@ -351,9 +355,7 @@ class TokenBroker:
                     # Tokens too short-lived to refresh ahead: do not spin on the IdP.
                     await asyncio.sleep(retry)
             except BrokerError as exc:
-                log.warning(
-                    "background refresh failed", extra={"realm": realm, "error": exc.slug}
-                )
+                log.warning("background refresh failed", extra={"realm": realm, "error": exc.slug})
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, self._t.refresh_retry_max)
 

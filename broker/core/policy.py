@@ -52,7 +52,10 @@ class PolicySpec(BaseModel):
     def _unique(self) -> PolicySpec:
         for label, values in (
             ("caller name", [c.name for c in self.callers]),
-            ("api_key_sha256", [c.api_key_sha256.lower() for c in self.callers if c.api_key_sha256]),
+            (
+                "api_key_sha256",
+                [c.api_key_sha256.lower() for c in self.callers if c.api_key_sha256],
+            ),
             ("jwt_subject", [c.jwt_subject for c in self.callers if c.jwt_subject]),
         ):
             if len(values) != len(set(values)):

@@ -61,9 +61,7 @@ def run_dev(*, port: int = 8080, check_only: bool = False) -> int:
                 {
                     "realms": {
                         DEMO_REALM: {
-                            "clients": [
-                                {"client_id": "atlas-demo", "client_secret": client_secret}
-                            ]
+                            "clients": [{"client_id": "atlas-demo", "client_secret": client_secret}]
                         }
                     }
                 }
@@ -111,7 +109,8 @@ def run_dev(*, port: int = 8080, check_only: bool = False) -> int:
         if response.status_code != 200:
             _say(f"self-check failed: HTTP {response.status_code} {response.text[:300]}")
             return 1
-        _say(f"self-check: got a token for realm {DEMO_REALM!r}, expires {response.json()['expires_at']}")
+        expires_at = response.json()["expires_at"]
+        _say(f"self-check: got a token for realm {DEMO_REALM!r}, expires {expires_at}")
         print(f"curl -s -H 'Authorization: Bearer {caller_key}' {url}", flush=True)
         if check_only:
             return 0

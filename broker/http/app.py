@@ -77,7 +77,7 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(broker.aclose)
             try:
                 await secrets.login()
-            except Exception as exc:  # noqa: BLE001 - start anyway; reads retry the login
+            except Exception as exc:
                 log.warning("vault login failed at start-up", extra={"error": type(exc).__name__})
             dependencies: dict[str, Pingable] = {"vault": secrets, "redis": store}
             yield {"app": AppState(settings, broker, policy, dependencies)}

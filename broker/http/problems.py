@@ -111,6 +111,4 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries so the spec shows each route's problem responses."""
-    return {
-        status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for status in statuses
-    }
+    return {status: {"model": Problem, "content": {PROBLEM_MEDIA_TYPE: {}}} for status in statuses}

@@ -3,7 +3,8 @@
 `install_broker` mirrors the image's builder stage without a container engine: it copies
 the files the Dockerfile copies, builds the wheel from them, and installs it into a fresh
 virtual environment made without pip, exactly as the builder does for /opt/venv. Tests
-that need a runnable `broker` command use the session-scoped `broker_venv` fixture.
+that need a runnable `broker` command use the session-scoped `broker_venv` fixture; the
+test modules import nothing from here, they take fixtures.
 """
 
 from __future__ import annotations
@@ -119,6 +120,24 @@ def install_broker(workdir: Path) -> Path:
     context = copy_build_context(workdir / "context")
     wheel = build_wheel(context, workdir / "wheels")
     return install_in_fresh_venv(wheel, workdir / "venv")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository's top directory, found from this file's location."""
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def dockerfile() -> list[tuple[str, str]]:
+    """The repository's Dockerfile as (INSTRUCTION, arguments) pairs."""
+    return dockerfile_instructions()
+
+
+@pytest.fixture(scope="session")
+def builder_sources() -> list[str]:
+    """Paths the Dockerfile's builder stage copies from the build context."""
+    return builder_copy_sources()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import httpx
 import jwt
 import pytest
 import redis
-
 from stack import Realm, Stack, bearer
 
 PROBLEM = "application/problem+json"
@@ -19,7 +18,9 @@ def broker_url(stack: Stack) -> str:
     return stack.start_broker().url
 
 
-def get_token(stack: Stack, url: str, realm: str, key: str | None = None, **params: int) -> httpx.Response:
+def get_token(
+    stack: Stack, url: str, realm: str, key: str | None = None, **params: int
+) -> httpx.Response:
     response = httpx.get(
         f"{url}/v1/realms/{realm}/token",
         params=params,
@@ -47,9 +48,13 @@ def test_caller_gets_a_token_signed_by_the_realm(stack: Stack, broker_url: str) 
     assert 200 == response.status_code
     body = response.json()
     assert ("Bearer", realm.name) == (body["token_type"], body["realm"])
-    certs = httpx.get(f"{stack.idp.url}/auth/realms/{realm.name}/protocol/openid-connect/certs").json()
+    certs = httpx.get(
+        f"{stack.idp.url}/auth/realms/{realm.name}/protocol/openid-connect/certs"
+    ).json()
     key = jwt.PyJWK(certs["keys"][0])
-    claims = jwt.decode(body["access_token"], key=key, algorithms=["RS256"], options={"verify_aud": False})
+    claims = jwt.decode(
+        body["access_token"], key=key, algorithms=["RS256"], options={"verify_aud": False}
+    )
     assert realm.client_id == claims["azp"]
     assert abs(claims["exp"] - time.time() - body["expires_in"]) <= 2
     assert time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(claims["exp"])) == body["expires_at"]
@@ -108,7 +113,10 @@ def test_min_ttl_beyond_the_cached_token_fetches_a_fresh_one(stack: Stack, broke
         first = get_token(stack, broker_url, realm.name, min_ttl=10).json()
         # 200 s tokens minus the 30 s skew leave < 170 s: asking for 169 is met by the
         # cached one, asking for 171 cannot be met even by a fresh one.
-        assert first["access_token"] == get_token(stack, broker_url, realm.name, min_ttl=100).json()["access_token"]
+        assert (
+            first["access_token"]
+            == get_token(stack, broker_url, realm.name, min_ttl=100).json()["access_token"]
+        )
         assert_problem(get_token(stack, broker_url, realm.name, min_ttl=171), 422)
         assert 2 == stack.idp_requests(realm.name)
     finally:
@@ -171,7 +179,9 @@ def test_incomplete_credentials_are_502(stack: Stack, broker_url: str) -> None:
 def test_idp_refusing_the_credentials_is_502_with_reason(stack: Stack, broker_url: str) -> None:
     """A wrong secret in Vault: the IdP's invalid_client is reported as 502 with that reason."""
     realm = stack.new_realm(in_vault=False)
-    stack.openbao.write_realm(realm.name, {"client_id": realm.client_id, "client_secret": "wrong-secret"})
+    stack.openbao.write_realm(
+        realm.name, {"client_id": realm.client_id, "client_secret": "wrong-secret"}
+    )
     stack.leak_watch.add("wrong-secret")
     body = assert_problem(get_token(stack, broker_url, realm.name), 502)
     assert "invalid_client" in str(body["detail"])
