@@ -61,7 +61,9 @@ def copy_build_context(dest: Path) -> Path:
         origin = REPO_ROOT / source.rstrip("/")
         target = dest / source.rstrip("/")
         if not origin.exists():
-            pytest.fail(f"the Dockerfile copies {source}, which the repository lacks", pytrace=False)
+            pytest.fail(
+                f"the Dockerfile copies {source}, which the repository lacks", pytrace=False
+            )
         if origin.is_dir():
             shutil.copytree(
                 origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # ships no type information
 import pytest
 import yaml
 
@@ -22,6 +22,7 @@ NAMESPACE = "platform"
 KUBE_VERSIONS = ("1.29", "1.37")
 # Severity 2 is a warning, 3 an error (helm_python.lint).
 LINT_WARNING = 2
+TMP_MOUNT = "/tmp"  # noqa: S108 - the pod's one writable mount, not a temporary file
 
 ADMIN_KEY_SHA256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -39,15 +40,24 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "policy": {
             "document": {
                 "callers": [
-                    {"name": "secops", "api_key_sha256": ADMIN_KEY_SHA256, "roles": ["admin"],
-                     "realms": ["*"]},
-                    {"name": "ledger", "jwt_subject": "system:serviceaccount:payments:ledger",
-                     "realms": ["acme"]},
+                    {
+                        "name": "secops",
+                        "api_key_sha256": ADMIN_KEY_SHA256,
+                        "roles": ["admin"],
+                        "realms": ["*"],
+                    },
+                    {
+                        "name": "ledger",
+                        "jwt_subject": "system:serviceaccount:payments:ledger",
+                        "realms": ["acme"],
+                    },
                 ],
                 "jwt_issuers": [
-                    {"issuer": "https://kubernetes.default.svc.cluster.local",
-                     "jwks_url": "https://kubernetes.default.svc.cluster.local/openid/v1/jwks",
-                     "audience": "atlas-broker"},
+                    {
+                        "issuer": "https://kubernetes.default.svc.cluster.local",
+                        "jwks_url": "https://kubernetes.default.svc.cluster.local/openid/v1/jwks",
+                        "audience": "atlas-broker",
+                    },
                 ],
             }
         },
@@ -56,18 +66,32 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "kubernetes-auth-fixed-replicas": {
         "replicaCount": 3,
         "autoscaling": {"enabled": False},
-        "image": {"repository": "registry.internal/atlas/atlas-broker",
-                  "digest": "sha256:" + "ab" * 32},
-        "vault": {"addr": "https://vault.internal:8200",
-                  "auth": {"method": "kubernetes", "kubernetes": {"role": "atlas-broker-prod"}}},
+        "image": {
+            "repository": "registry.internal/atlas/atlas-broker",
+            "digest": "sha256:" + "ab" * 32,
+        },
+        "vault": {
+            "addr": "https://vault.internal:8200",
+            "auth": {"method": "kubernetes", "kubernetes": {"role": "atlas-broker-prod"}},
+        },
         "redis": {"url": "rediss://redis.internal:6380/0"},
         "broker": {"config": {"vault_timeout": 10}, "vaultPollSeconds": 60},
         "networkPolicy": {
-            "ingress": {"from": [{"namespaceSelector": {"matchLabels": {"atlas-broker/client": "true"}}}]},
+            "ingress": {
+                "from": [{"namespaceSelector": {"matchLabels": {"atlas-broker/client": "true"}}}]
+            },
             "egress": {
                 "vault": {"cidrs": ["10.20.0.0/16"], "ports": [8200]},
-                "redis": {"peers": [{"namespaceSelector": {
-                    "matchLabels": {"kubernetes.io/metadata.name": "redis"}}}], "ports": [6380]},
+                "redis": {
+                    "peers": [
+                        {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": "redis"}
+                            }
+                        }
+                    ],
+                    "ports": [6380],
+                },
                 "idp": {"cidrs": ["203.0.113.0/24"], "ports": [443]},
             },
         },
@@ -75,8 +99,10 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     # Redis Sentinel URL from a Secret, a policy ConfigMap managed elsewhere, no NetworkPolicy.
     "sentinel-secret-and-existing-policy": {
-        "vault": {"addr": "http://openbao.openbao.svc:8200",
-                  "auth": {"method": "token", "token": {"existingSecret": "atlas-broker-vault"}}},
+        "vault": {
+            "addr": "http://openbao.openbao.svc:8200",
+            "auth": {"method": "token", "token": {"existingSecret": "atlas-broker-vault"}},
+        },
         "redis": {"existingSecret": "atlas-broker-redis", "existingSecretKey": "url"},
         "policy": {"existingConfigMap": "atlas-callers", "key": "callers.yaml"},
         "networkPolicy": {"enabled": False},
@@ -99,6 +125,11 @@ def _render(values: dict[str, Any]) -> list[dict[str, Any]]:
     return objects
 
 
+def _validate_values(values: dict[str, Any]) -> None:
+    with helm.Chart.load(_chart_path()) as chart:
+        chart.validate_schema(values)
+
+
 def _one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     (found,) = [obj for obj in objects if obj["kind"] == kind]
     return found
@@ -109,17 +140,24 @@ def _kinds(objects: list[dict[str, Any]]) -> set[str]:
 
 
 def _pod(values: dict[str, Any]) -> dict[str, Any]:
-    spec: dict[str, Any] = _one(_render(values), "Deployment")["spec"]["template"]
-    return spec
+    template: dict[str, Any] = _one(_render(values), "Deployment")["spec"]["template"]
+    return template
 
 
 def _container(values: dict[str, Any]) -> dict[str, Any]:
-    (container,) = _pod(values)["spec"]["containers"]
+    containers: list[dict[str, Any]] = _pod(values)["spec"]["containers"]
+    (container,) = containers
     return container
 
 
 def _env(values: dict[str, Any]) -> dict[str, Any]:
-    return {var["name"]: var.get("value", var.get("valueFrom")) for var in _container(values)["env"]}
+    """Environment variables by name: the value, or the `valueFrom` reference."""
+    env = _container(values)["env"]
+    return {var["name"]: var.get("value", var.get("valueFrom")) for var in env}
+
+
+def _secret_ref(name: str, key: str) -> dict[str, Any]:
+    return {"secretKeyRef": {"name": name, "key": key}}
 
 
 def _with(**overrides: Any) -> dict[str, Any]:
@@ -185,11 +223,8 @@ def test_pod_runs_as_non_root_user_10001(scenario: str) -> None:
     pod = _pod(SCENARIOS[scenario])["spec"]
     (container,) = pod["containers"]
 
-    assert (True, 10001) == (pod["securityContext"]["runAsNonRoot"], pod["securityContext"]["runAsUser"])
-    assert (True, 10001) == (
-        container["securityContext"]["runAsNonRoot"],
-        container["securityContext"]["runAsUser"],
-    )
+    for context in (pod["securityContext"], container["securityContext"]):
+        assert (True, 10001) == (context["runAsNonRoot"], context["runAsUser"])
 
 
 def test_container_root_file_system_is_read_only() -> None:
@@ -200,7 +235,7 @@ def test_container_root_file_system_is_read_only() -> None:
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
 
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert (["/tmp"], "64Mi") == (writable, tmp["emptyDir"]["sizeLimit"])
+    assert ([TMP_MOUNT], "64Mi") == (writable, tmp["emptyDir"]["sizeLimit"])
 
 
 def test_container_cannot_gain_privileges() -> None:
@@ -278,8 +313,9 @@ def test_policy_document_is_rendered_as_yaml() -> None:
 
 def test_policy_change_leaves_the_pod_template_unchanged() -> None:
     """Editing the caller policy does not roll the pods: no checksum of it on the template."""
+    document = SCENARIOS["approle-and-servicemonitor"]["policy"]["document"]
     before = _pod({})
-    after = _pod(_with(policy={"document": SCENARIOS["approle-and-servicemonitor"]["policy"]["document"]}))
+    after = _pod(_with(policy={"document": document}))
 
     assert before == after
 
@@ -309,10 +345,8 @@ def test_approle_credentials_come_from_the_existing_secret() -> None:
     """AppRole role_id and secret_id are read from the named Secret, never put in values."""
     env = _env(SCENARIOS["approle-and-servicemonitor"])
 
-    assert {"secretKeyRef": {"name": "atlas-broker-approle", "key": "role-id"}} == env["BROKER_VAULT_ROLE_ID"]
-    assert {"secretKeyRef": {"name": "atlas-broker-approle", "key": "secret-id"}} == (
-        env["BROKER_VAULT_SECRET_ID"]
-    )
+    assert _secret_ref("atlas-broker-approle", "role-id") == env["BROKER_VAULT_ROLE_ID"]
+    assert _secret_ref("atlas-broker-approle", "secret-id") == env["BROKER_VAULT_SECRET_ID"]
     assert "BROKER_VAULT_K8S_ROLE" not in env
 
 
@@ -326,7 +360,7 @@ def test_vault_token_comes_from_the_existing_secret() -> None:
     """Token auth reads BROKER_VAULT_TOKEN from the named Secret."""
     env = _env(SCENARIOS["sentinel-secret-and-existing-policy"])
 
-    assert {"secretKeyRef": {"name": "atlas-broker-vault", "key": "token"}} == env["BROKER_VAULT_TOKEN"]
+    assert _secret_ref("atlas-broker-vault", "token") == env["BROKER_VAULT_TOKEN"]
 
 
 def test_kubernetes_auth_names_the_vault_role() -> None:
@@ -345,7 +379,9 @@ def test_kubernetes_auth_names_the_vault_role() -> None:
         ("sentinel-secret-and-existing-policy", False),
     ],
 )
-def test_service_account_token_is_mounted_only_for_kubernetes_auth(scenario: str, mounted: bool) -> None:
+def test_service_account_token_is_mounted_only_for_kubernetes_auth(
+    scenario: str, mounted: bool
+) -> None:
     """The pod gets its ServiceAccount token only when Vault Kubernetes auth needs it."""
     assert mounted is _pod(SCENARIOS[scenario])["spec"]["automountServiceAccountToken"]
 
@@ -354,7 +390,7 @@ def test_redis_url_comes_from_the_existing_secret() -> None:
     """A Redis URL carrying a password is read from the named Secret key."""
     env = _env(SCENARIOS["sentinel-secret-and-existing-policy"])
 
-    assert {"secretKeyRef": {"name": "atlas-broker-redis", "key": "url"}} == env["BROKER_REDIS_URL"]
+    assert _secret_ref("atlas-broker-redis", "url") == env["BROKER_REDIS_URL"]
 
 
 def test_redis_sentinel_url_is_accepted_in_values() -> None:
@@ -382,7 +418,9 @@ def test_service_forwards_port_80_to_the_http_port() -> None:
     (container,) = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
 
     assert "ClusterIP" == service["spec"]["type"]
-    assert [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}] == service["spec"]["ports"]
+    ports = service["spec"]["ports"]
+
+    assert [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}] == ports
     assert [{"name": "http", "containerPort": 8080, "protocol": "TCP"}] == container["ports"]
 
 
@@ -442,7 +480,8 @@ def test_network_policy_admits_callers_only_on_the_http_port() -> None:
 
 def test_network_policy_egress_is_narrowed_to_the_configured_destinations() -> None:
     """Egress allows DNS, then Vault, Redis and the IdP on their ports to their CIDRs or peers."""
-    egress = _one(_render(SCENARIOS["kubernetes-auth-fixed-replicas"]), "NetworkPolicy")["spec"]["egress"]
+    policy = _one(_render(SCENARIOS["kubernetes-auth-fixed-replicas"]), "NetworkPolicy")
+    egress = policy["spec"]["egress"]
 
     assert [
         [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
@@ -476,22 +515,22 @@ def test_image_tag_defaults_to_the_app_version() -> None:
 
 def test_schema_rejects_an_unknown_top_level_key() -> None:
     """A misspelt top-level key fails schema validation instead of being ignored."""
-    with helm.Chart.load(_chart_path()) as chart, pytest.raises(helm.HelmValuesError, match="replicaCont"):
-        chart.validate_schema({"replicaCont": 3})
+    with pytest.raises(helm.HelmValuesError, match="replicaCont"):
+        _validate_values({"replicaCont": 3})
 
 
 def test_schema_rejects_a_misspelt_nested_key() -> None:
     """A misspelt key inside one of the chart's own sections fails schema validation."""
-    with helm.Chart.load(_chart_path()) as chart, pytest.raises(helm.HelmValuesError, match="metod"):
-        chart.validate_schema({"vault": {"auth": {"metod": "approle"}}})
+    with pytest.raises(helm.HelmValuesError, match="metod"):
+        _validate_values({"vault": {"auth": {"metod": "approle"}}})
 
 
 def test_schema_rejects_a_caller_key_that_is_not_a_sha256() -> None:
     """A caller's API key pasted into the policy instead of its SHA-256 fails validation."""
     callers = [{"name": "billing-api", "api_key_sha256": "plain-api-key", "realms": ["acme"]}]
 
-    with helm.Chart.load(_chart_path()) as chart, pytest.raises(helm.HelmValuesError):
-        chart.validate_schema({"policy": {"document": {"callers": callers}}})
+    with pytest.raises(helm.HelmValuesError, match="api_key_sha256"):
+        _validate_values({"policy": {"document": {"callers": callers}}})
 
 
 def test_rendering_enforces_the_schema() -> None:
