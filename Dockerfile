@@ -1,6 +1,5 @@
-# syntax=docker/dockerfile:1.7
-#
-# Atlas Token Broker image.
+# Atlas Token Broker image. Needs BuildKit (Docker 23+ by default) or podman/buildah for
+# the secret mount; no `# syntax=` line, so no frontend image is pulled at build time.
 #
 #   podman build -t atlas-broker .
 #   podman build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t atlas-broker .

@@ -32,12 +32,17 @@ class Settings(BaseSettings):
     vault_role_id: str | None = None
     vault_secret_id: SecretStr | None = None
     vault_k8s_role: str | None = None
+    vault_k8s_mount: str = "kubernetes"
+    vault_k8s_token_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
     vault_kv_mount: str = Field(default="secret", min_length=1)
     vault_prefix: str = "atlas"
     vault_timeout: int = Field(default=5, ge=1, le=60)
+    vault_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     idp_url: str | None = None
     idp_timeout: float = Field(default=10.0, gt=0, le=120)
+    idp_backoff_base: float = Field(default=1.0, gt=0, le=60)
+    idp_backoff_max: float = Field(default=60.0, gt=0, le=3600)
 
     redis_url: str = "redis://localhost:6379/0"
     key_prefix: str = Field(default="atlas-broker", min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
@@ -58,8 +63,16 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://", "memory://")):
-            raise ValueError("must be a redis://, rediss://, unix:// or memory:// URL")
+        ha = ("redis+sentinel://", "redis+cluster://")
+        if not value.startswith(("redis://", "rediss://", "unix://", "memory://", *ha)):
+            raise ValueError(
+                "must be a redis://, rediss://, unix://, redis+sentinel://, redis+cluster://"
+                " or memory:// URL"
+            )
+        if value.startswith(ha):
+            from broker.adapters.redis_connect import parse_redis_url
+
+            parse_redis_url(value)  # a bad host list or service name stops start-up
         return value
 
     @model_validator(mode="after")

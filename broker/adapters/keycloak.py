@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import jwt
 
+from broker.adapters.jwks import JwksVerifier, VerificationError
 from broker.core import rules
 from broker.core.errors import IdPBadResponse, IdPRejected, IdPUnavailable
 from broker.core.models import AccessToken, RealmCredentials
@@ -24,8 +25,16 @@ _UNAVAILABLE_STATUSES = {502, 503, 504}
 _OAUTH_ERROR = re.compile(r"^[\x20-\x7e]{1,64}$")
 
 
+_TOKEN_SUFFIX = "/protocol/openid-connect/token"
+
+
 def token_url(idp_url: str, realm: str) -> str:
-    return f"{idp_url.rstrip('/')}/auth/realms/{realm}/protocol/openid-connect/token"
+    return f"{idp_url.rstrip('/')}/auth/realms/{realm}{_TOKEN_SUFFIX}"
+
+
+def realm_base(url: str) -> str:
+    """`…/auth/realms/{realm}`: the issuer of the realm's tokens, and the root of its JWKS."""
+    return url[: -len(_TOKEN_SUFFIX)] if url.endswith(_TOKEN_SUFFIX) else url.rsplit("/", 1)[0]
 
 
 def basic_authorization(client_id: str, client_secret: str) -> str:
@@ -44,10 +53,14 @@ def create_idp_client(*, timeout: float) -> httpx.AsyncClient:
 
 
 class KeycloakTokenIssuer:
+    """Fetches a realm's token and verifies it against the realm's JWKS before handing it
+    on: nothing unverified is ever cached or served."""
+
     def __init__(self, *, client: httpx.AsyncClient, idp_url: str | None, clock: Clock) -> None:
         self._client = client
         self._idp_url = idp_url
         self._clock = clock
+        self._verifier = JwksVerifier(client)
 
     def url_for(self, credentials: RealmCredentials) -> str:
         if credentials.token_url:
@@ -68,20 +81,27 @@ class KeycloakTokenIssuer:
             ),
             "Accept": "application/json",
         }
+        url = self.url_for(credentials)
         issued_at = self._clock.now()
         try:
-            response = await self._client.post(
-                self.url_for(credentials), data=form, headers=headers
-            )
+            response = await self._client.post(url, data=form, headers=headers)
         except httpx.TimeoutException as exc:
             raise IdPUnavailable("the identity provider did not answer in time") from exc
         except httpx.HTTPError as exc:
             raise IdPUnavailable(
                 f"the identity provider is unreachable ({type(exc).__name__})"
             ) from exc
-        return self._parse(response, issued_at=issued_at)
+        token = self._parse(response, issued_at=issued_at, version=credentials.version)
+        base = realm_base(url)
+        try:
+            await self._verifier.verify(
+                token.value, jwks_url=f"{base}/protocol/openid-connect/certs", issuer=base
+            )
+        except VerificationError as exc:
+            raise IdPBadResponse(f"the identity provider's token was refused: {exc}") from exc
+        return token
 
-    def _parse(self, response: httpx.Response, *, issued_at: float) -> AccessToken:
+    def _parse(self, response: httpx.Response, *, issued_at: float, version: int) -> AccessToken:
         status = response.status_code
         if status in _UNAVAILABLE_STATUSES:
             raise IdPUnavailable(f"the identity provider answered HTTP {status}")
@@ -117,6 +137,7 @@ class KeycloakTokenIssuer:
             expires_at=expires_at,
             issued_at=issued_at,
             scope=scope if isinstance(scope, str) and scope else None,
+            credential_version=version,
         )
 
     async def aclose(self) -> None:

@@ -2,26 +2,67 @@
 
 from __future__ import annotations
 
-from broker.core.models import AccessToken
+import asyncio
+from collections.abc import AsyncIterator
+
+from broker.core.models import AccessToken, Backoff, Cached, Invalidation
 from broker.core.ports import Clock
+
+# A tombstone outlives any fetch that began before the eviction it records.
+TOMBSTONE_TTL = 3600.0
 
 
 class MemoryTokenStore:
     def __init__(self, *, clock: Clock) -> None:
         self._clock = clock
-        self._tokens: dict[str, tuple[AccessToken, float]] = {}
+        self._tokens: dict[str, tuple[AccessToken | None, int, float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
+        self._backoffs: dict[str, Backoff] = {}
+        self._listeners: list[asyncio.Queue[Invalidation]] = []
 
-    async def get(self, realm: str) -> AccessToken | None:
+    def _entry(self, realm: str) -> tuple[AccessToken | None, int] | None:
         entry = self._tokens.get(realm)
-        if entry is None or entry[1] <= self._clock.now():
+        if entry is None or entry[2] <= self._clock.now():
             self._tokens.pop(realm, None)
             return None
-        return entry[0]
+        return entry[0], entry[1]
 
-    async def put(self, realm: str, token: AccessToken, ttl: float) -> None:
-        if ttl > 0:
-            self._tokens[realm] = (token, self._clock.now() + ttl)
+    async def get(self, realm: str) -> Cached:
+        entry = self._entry(realm)
+        return Cached(None, 0) if entry is None else Cached(entry[0], entry[1])
+
+    async def put(
+        self,
+        realm: str,
+        token: AccessToken,
+        ttl: float,
+        *,
+        generation: int,
+        only_if_absent: bool = False,
+    ) -> bool:
+        entry = self._entry(realm)
+        if ttl <= 0 or (entry is not None and (only_if_absent or generation < entry[1])):
+            return False
+        self._tokens[realm] = (token, generation, self._clock.now() + ttl)
+        return True
+
+    async def evict(self, realm: str, *, reason: str) -> int:
+        entry = self._entry(realm)
+        generation = (entry[1] if entry else 0) + 1
+        self._tokens[realm] = (None, generation, self._clock.now() + TOMBSTONE_TTL)
+        for queue in self._listeners:
+            queue.put_nowait(Invalidation(realm, generation, reason))
+        return generation
+
+    async def invalidations(self) -> AsyncIterator[Invalidation | None]:
+        queue: asyncio.Queue[Invalidation] = asyncio.Queue()
+        self._listeners.append(queue)
+        try:
+            yield None
+            while True:
+                yield await queue.get()
+        finally:
+            self._listeners.remove(queue)
 
     def _holder(self, realm: str) -> str | None:
         entry = self._locks.get(realm)
@@ -48,6 +89,15 @@ class MemoryTokenStore:
 
     async def lock_held(self, realm: str) -> bool:
         return self._holder(realm) is not None
+
+    async def get_backoff(self, realm: str) -> Backoff | None:
+        return self._backoffs.get(realm)
+
+    async def set_backoff(self, realm: str, backoff: Backoff) -> None:
+        self._backoffs[realm] = backoff
+
+    async def clear_backoff(self, realm: str) -> None:
+        self._backoffs.pop(realm, None)
 
     async def ping(self) -> None:
         return None

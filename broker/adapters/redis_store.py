@@ -1,23 +1,36 @@
-"""`RedisTokenStore`: tokens and fetch locks shared by every replica through Redis.
+"""`RedisTokenStore`: tokens, fetch locks and signals shared by every replica via Redis.
 
-Keys (DESIGN.md, "Redis layout"): `{prefix}:token:{realm}` with a TTL from the token's
-expiry, `{prefix}:lock:{realm}` holding the fetching replica's owner id.
+Keys (DESIGN.md, "Redis layout"), each touched alone so Redis Cluster is fine:
+- `{prefix}:token:{realm}`: `{"g": generation, "t": sealed token}` with a TTL from the
+  token's expiry; after an eviction a tombstone `{"g": generation}`. The generation
+  lives in the same key so "store unless evicted since the fetch began" is one atomic
+  script, and a fetch racing an eviction cannot write its token back;
+- `{prefix}:lock:{realm}`: the fetching replica's owner id;
+- `{prefix}:backoff:{realm}`: the shared "next IdP attempt" of a failing realm;
+- channel `{prefix}:invalidations`: evictions and rotations, for every replica.
+
+After a failure the store stays closed for a growing interval (a circuit breaker), so a
+dead Redis costs requests nothing while the broker serves on its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from broker.adapters.redis_connect import RedisClient, connect_ha, is_ha_url
+from broker.adapters.token_seal import Keyring, TokenSealer
 from broker.core import rules
 from broker.core.errors import StoreUnavailable
-from broker.core.models import AccessToken
+from broker.core.models import AccessToken, Backoff, Cached, Invalidation
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +44,42 @@ _EXTEND = (
 )
 
 
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    try:
-        yield
-    except (RedisError, OSError) as exc:
-        raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+# Store unless the generation moved on (or, with only_if_absent, anything is there).
+_PUT = """
+local current = redis.call('get', KEYS[1])
+if current then
+  if ARGV[4] == '1' then return 0 end
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' and tonumber(doc.g) and tonumber(ARGV[1]) < tonumber(doc.g) then
+    return 0
+  end
+end
+redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+# Replace the token by a tombstone one generation up, and tell every replica.
+_EVICT = """
+local current = redis.call('get', KEYS[1])
+local generation = 0
+if current then
+  local ok, doc = pcall(cjson.decode, current)
+  if ok and type(doc) == 'table' and tonumber(doc.g) then generation = tonumber(doc.g) end
+end
+generation = generation + 1
+redis.call('set', KEYS[1], cjson.encode({g = generation}), 'PX', ARGV[1])
+redis.call('publish', ARGV[2], cjson.encode({realm = ARGV[3], generation = generation, reason = ARGV[4]}))
+return generation
+"""
+TOMBSTONE_TTL_MS = 3_600_000
+_BREAKER_MIN, _BREAKER_MAX = 0.5, 10.0
 
 
-def create_redis(url: str) -> aioredis.Redis:
+def create_redis(url: str) -> RedisClient:
     """A client that fails fast: a dead Redis must cost a request milliseconds, not
-    seconds, because the broker can serve without it."""
+    seconds, because the broker can serve without it. `redis+sentinel://` and
+    `redis+cluster://` URLs are built in `redis_connect`."""
+    if is_ha_url(url):
+        return connect_ha(url, client_name="atlas-broker")
     return aioredis.from_url(
         url,
         socket_timeout=1.0,
@@ -52,82 +90,193 @@ def create_redis(url: str) -> aioredis.Redis:
     )
 
 
-def encode_token(token: AccessToken) -> bytes:
-    return json.dumps(
-        {
-            "access_token": token.value,
-            "expires_at": token.expires_at,
-            "issued_at": token.issued_at,
-            "scope": token.scope,
-        }
-    ).encode()
-
-
-def decode_token(raw: bytes | str) -> AccessToken | None:
-    try:
-        data: Any = json.loads(raw)
-        return AccessToken(
-            value=str(data["access_token"]),
-            expires_at=float(data["expires_at"]),
-            issued_at=float(data["issued_at"]),
-            scope=data.get("scope"),
-        )
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 class RedisTokenStore:
-    def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str,
+        keyring: Callable[[], Awaitable[Keyring]],
+    ) -> None:
         self._redis = client
         self._prefix = prefix
+        self._channel = f"{prefix}:invalidations"
+        self._load_keyring = keyring
+        self._sealer: TokenSealer | None = None
+        self._keyring_retry_at = 0.0
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
+        self._put = client.register_script(_PUT)
+        self._evict = client.register_script(_EVICT)
+        self._open_until = 0.0
+        self._breaker_delay = _BREAKER_MIN
 
-    async def get(self, realm: str) -> AccessToken | None:
-        with _mapped():
+    # -- failure handling ---------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        if time.monotonic() < self._open_until:
+            raise StoreUnavailable("redis: unavailable, retrying shortly")
+        try:
+            yield
+        except (RedisError, OSError) as exc:
+            self._open_until = time.monotonic() + self._breaker_delay
+            self._breaker_delay = min(self._breaker_delay * 2, _BREAKER_MAX)
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        self._breaker_delay = _BREAKER_MIN
+
+    async def _sealer_or_none(self) -> TokenSealer | None:
+        """The sealer, loading the keyring (from Vault) on first use; without it tokens are
+        not shared rather than stored in the clear."""
+        if self._sealer is None and time.monotonic() >= self._keyring_retry_at:
+            try:
+                self._sealer = TokenSealer(await self._load_keyring())
+            except Exception as exc:  # noqa: BLE001 - any failure: retry later, serve alone
+                self._keyring_retry_at = time.monotonic() + 5.0
+                log.warning("cache key unavailable", extra={"error": type(exc).__name__})
+        return self._sealer
+
+    # -- tokens -------------------------------------------------------------------------
+
+    async def get(self, realm: str) -> Cached:
+        with self._guard():
             raw = await self._redis.get(rules.token_key(self._prefix, realm))
         if raw is None:
-            return None
-        token = decode_token(raw)
+            return Cached(None, 0)
+        try:
+            doc: Any = json.loads(raw)
+            generation = int(doc.get("g", 0))
+            sealed = doc.get("t")
+        except (ValueError, AttributeError, TypeError):
+            log.warning("unreadable token value in redis, treated as a miss", extra={"realm": realm})
+            return Cached(None, 0)
+        if not isinstance(sealed, str):
+            return Cached(None, generation)
+        sealer = await self._sealer_or_none()
+        token = sealer.open(realm, sealed) if sealer else None
         if token is None:
-            log.warning(
-                "unreadable token value in redis, treated as a miss", extra={"realm": realm}
-            )
-        return token
+            log.warning("token value in redis does not open for this realm", extra={"realm": realm})
+        return Cached(token, generation)
 
-    async def put(self, realm: str, token: AccessToken, ttl: float) -> None:
+    async def put(
+        self,
+        realm: str,
+        token: AccessToken,
+        ttl: float,
+        *,
+        generation: int,
+        only_if_absent: bool = False,
+    ) -> bool:
         if ttl <= 0:
-            return
-        with _mapped():
-            await self._redis.set(
-                rules.token_key(self._prefix, realm), encode_token(token), ex=int(ttl)
+            return False
+        sealer = await self._sealer_or_none()
+        if sealer is None:
+            return False
+        value = json.dumps({"g": generation, "t": sealer.seal(realm, token)})
+        with self._guard():
+            stored = await self._put(
+                keys=[rules.token_key(self._prefix, realm)],
+                args=[generation, value, int(ttl * 1000), "1" if only_if_absent else "0"],
             )
+        return bool(stored)
+
+    async def evict(self, realm: str, *, reason: str) -> int:
+        with self._guard():
+            generation = await self._evict(
+                keys=[rules.token_key(self._prefix, realm)],
+                args=[TOMBSTONE_TTL_MS, self._channel, realm, reason],
+            )
+        return int(generation)
+
+    async def invalidations(self) -> AsyncIterator[Invalidation | None]:
+        """Follow the invalidation channel, re-subscribing with backoff when the
+        connection drops; `None` marks each (re)subscription."""
+        delay = _BREAKER_MIN
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._channel)
+                delay = _BREAKER_MIN
+                yield None
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        parsed = _invalidation(message.get("data"))
+                        if parsed is not None:
+                            yield parsed
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _BREAKER_MAX)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    # -- locks --------------------------------------------------------------------------
 
     async def acquire_lock(self, realm: str, owner: str, lease: float) -> bool:
-        with _mapped():
+        with self._guard():
             taken = await self._redis.set(
                 rules.lock_key(self._prefix, realm), owner, nx=True, px=int(lease * 1000)
             )
         return bool(taken)
 
     async def extend_lock(self, realm: str, owner: str, lease: float) -> bool:
-        with _mapped():
+        with self._guard():
             extended = await self._extend(
                 keys=[rules.lock_key(self._prefix, realm)], args=[owner, int(lease * 1000)]
             )
         return bool(extended)
 
     async def release_lock(self, realm: str, owner: str) -> None:
-        with _mapped():
+        with self._guard():
             await self._release(keys=[rules.lock_key(self._prefix, realm)], args=[owner])
 
     async def lock_held(self, realm: str) -> bool:
-        with _mapped():
+        with self._guard():
             return bool(await self._redis.exists(rules.lock_key(self._prefix, realm)))
 
+    # -- shared backoff -----------------------------------------------------------------
+
+    def _backoff_key(self, realm: str) -> str:
+        return f"{self._prefix}:backoff:{realm}"
+
+    async def get_backoff(self, realm: str) -> Backoff | None:
+        with self._guard():
+            raw = await self._redis.get(self._backoff_key(realm))
+        try:
+            doc = json.loads(raw) if raw else None
+            return Backoff(int(doc["failures"]), float(doc["next"]), str(doc["error"])) if doc else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def set_backoff(self, realm: str, backoff: Backoff) -> None:
+        value = json.dumps(
+            {"failures": backoff.failures, "next": backoff.next_attempt_at, "error": backoff.error}
+        )
+        # Kept a while past the next attempt so the failure count survives to it.
+        ttl = max(1, int(backoff.next_attempt_at - time.time()) * 4 + 60)
+        with self._guard():
+            await self._redis.set(self._backoff_key(realm), value, ex=ttl)
+
+    async def clear_backoff(self, realm: str) -> None:
+        with self._guard():
+            await self._redis.delete(self._backoff_key(realm))
+
     async def ping(self) -> None:
-        with _mapped():
+        # Not through the breaker: readiness must see Redis return.
+        try:
             await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        self._open_until = 0.0
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _invalidation(data: object) -> Invalidation | None:
+    try:
+        doc: Any = json.loads(data)  # type: ignore[arg-type]
+        return Invalidation(str(doc["realm"]), int(doc["generation"]), str(doc["reason"]))
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -1,11 +1,18 @@
 """`TokenBroker`: hands out realm tokens, fetching each one once however many ask.
 
 Read path, fastest first: the in-process cache, the shared store (Redis), the IdP.
-Misses for one realm share one fetch: in-process through a shared task, across
-replicas through the store's lock; the replicas that lose the lock wait for the winner's
-token to appear in the store instead of calling the IdP themselves. A background
-refresher per realm fetches the successor ahead of expiry, so in steady state no caller
-waits on the IdP. When the store fails, the broker keeps working on its own.
+Misses for one realm share one fetch: in-process through a shared task, across replicas
+through the store's lock; replicas that lose the lock wait for the winner's token to
+appear in the store instead of calling the IdP. A refresher per realm fetches the
+successor ahead of expiry, so in steady state no caller waits on the IdP.
+
+Consistency: every eviction or rotation raises the realm's generation in the store and
+is broadcast; a fetch that began before it cannot store or serve its token (it is
+superseded and the read starts over). When the store fails the broker serves on its own
+and shares again once it is back.
+
+Failures: a failing IdP is retried on a capped exponential schedule whose "next attempt"
+is shared through the store, so replicas do not turn an outage into a retry storm.
 """
 
 from __future__ import annotations
@@ -13,28 +20,44 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from broker.core import rules
 from broker.core.audit import AuditEvent
+from broker.core.backoff import backoff_delay
 from broker.core.context import RequestContext
 from broker.core.errors import (
     BrokerError,
     Forbidden,
     IdPBadResponse,
+    IdPRejected,
+    IdPUnavailable,
     MinTtlUnsatisfiable,
     StoreUnavailable,
     UpstreamError,
 )
-from broker.core.models import AccessToken, IssuedToken, RealmCredentials, TokenSource
+from broker.core.models import (
+    AccessToken,
+    Backoff,
+    IssuedToken,
+    RealmCredentials,
+    RealmStatus,
+    TokenSource,
+)
 from broker.core.policy import Caller
 from broker.core.ports import AuditSink, Clock, SecretSource, TokenIssuer, TokenStore
+from broker.core.realm_state import RealmState
 
 log = logging.getLogger(__name__)
 
 Acceptable = Callable[[AccessToken], bool]
+
+# OAuth2 errors that mean "these credentials are wrong": the secret may have been rotated.
+_CREDENTIAL_ERRORS = {"invalid_client", "unauthorized_client"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +72,13 @@ class BrokerTimings:
     peer_wait: float = 30.0
     refresh_retry_min: float = 1.0
     refresh_retry_max: float = 30.0
+    idp_backoff_base: float = 1.0
+    idp_backoff_max: float = 60.0
+    vault_poll: float = 30.0
+
+
+class _Superseded(Exception):
+    """A fetch finished after an eviction or rotation of its realm: its token is stale."""
 
 
 class TokenBroker:
@@ -68,13 +98,52 @@ class TokenBroker:
         self._audit = audit
         self._clock = clock
         self._t = timings or BrokerTimings()
-        self._memory: dict[str, AccessToken] = {}
-        self._credentials: dict[str, RealmCredentials] = {}
+        self._realms: dict[str, RealmState] = {}
         self._flights: dict[str, asyncio.Task[IssuedToken]] = {}
         self._refreshers: dict[str, asyncio.Task[None]] = {}
-        self._last_used: dict[str, float] = {}
+        self._background: list[asyncio.Task[None]] = []
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Follow invalidations from other replicas and watch Vault for new versions."""
+        self._background = [
+            self._spawn(self._follow_invalidations, "invalidations"),
+            self._spawn(self._watch_versions, "vault-watch"),
+        ]
+
+    def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:
+        async def resilient() -> None:
+            while True:
+                try:
+                    await loop()
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("background task failed, restarting", extra={"task": name})
+                    await asyncio.sleep(1.0)
+
+        return asyncio.create_task(resilient(), name=name)
+
+    async def aclose(self) -> None:
+        """Stop background work and in-flight fetches."""
+        tasks = [*self._background, *self._refreshers.values(), *self._flights.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._background.clear()
+        self._refreshers.clear()
+        self._flights.clear()
 
     # -- public API -------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def has_credentials(self) -> bool:
+        """Whether any realm's credentials are loaded (serving survives a Vault outage)."""
+        return any(state.credentials is not None for state in self._realms.values())
 
     async def issue(
         self, caller: Caller, realm: str, *, min_ttl: float, ctx: RequestContext
@@ -84,34 +153,29 @@ class TokenBroker:
         Authorization comes first, so a refused caller learns nothing about the realm.
         """
         if not caller.may_use(realm):
-            await self._audit_denied(caller, realm, "realm-not-allowed", ctx)
+            await self._audit_denied(caller.name, realm, "realm-not-allowed", ctx)
             raise Forbidden(f"caller {caller.name!r} may not use realm {realm!r}")
         try:
             issued = await self.token(realm, min_ttl=min_ttl)
         except BrokerError as exc:
-            await self._audit_denied(caller, realm, exc.slug, ctx)
+            await self._audit_denied(caller.name, realm, exc.slug, ctx)
             raise
-        await self._audit.emit(
-            AuditEvent(
-                event="token.issued",
-                time=self._clock.now(),
-                outcome="success",
-                caller=caller.name,
-                realm=realm,
-                source=issued.source.value,
-                token_sha256=issued.token.fingerprint(),
-                token_expires_at=issued.token.expires_at,
-                request_id=ctx.request_id,
-                client_ip=ctx.client_ip,
-            )
+        await self._emit(
+            "token.issued",
+            realm=realm,
+            caller=caller.name,
+            source=issued.source.value,
+            token=issued.token,
+            ctx=ctx,
         )
         return issued
 
     async def token(self, realm: str, *, min_ttl: float = 60.0) -> IssuedToken:
         """A token for `realm` with at least `min_ttl` seconds of validity left."""
+        state = self._state(realm)
         now = self._clock.now()
-        self._last_used[realm] = now
-        cached = self._memory.get(realm)
+        state.last_used = now
+        cached = state.token
         if cached is not None and self._satisfies(cached, now, min_ttl):
             return IssuedToken(realm, cached, TokenSource.MEMORY)
 
@@ -130,91 +194,144 @@ class TokenBroker:
             # We joined a flight started for a laxer request: go round once more.
         raise MinTtlUnsatisfiable(f"no token of realm {realm!r} lives {int(min_ttl)} s")
 
-    def now(self) -> float:
-        return self._clock.now()
+    async def rotate(self, realm: str, *, actor: str, ctx: RequestContext) -> RealmStatus:
+        """Re-read the realm's credentials, drop its token on every replica, fetch anew."""
+        state = self._state(realm)
+        credentials = await self._secrets.credentials(realm)
+        state.credentials = credentials
+        await self._evict_everywhere(state, reason="rotated")
+        await self._clear_backoff(state)
+        await self._emit(
+            "credentials.rotated",
+            realm=realm,
+            caller=actor,
+            credential_version=credentials.version,
+            reason="requested",
+            ctx=ctx,
+        )
+        await self._obtain(realm, lambda token: True)
+        return self.realm_status(realm)
 
-    def has_credentials(self) -> bool:
-        """Whether any realm's credentials are loaded (serving survives a secret-store outage)."""
-        return bool(self._credentials)
+    async def evict(self, realm: str, *, actor: str, ctx: RequestContext) -> None:
+        """Drop the realm's cached token on every replica (a suspected leak)."""
+        state = self._state(realm)
+        fingerprint = state.token.fingerprint() if state.token else None
+        try:
+            await self._evict_everywhere(state, reason="evicted")
+        finally:
+            await self._audit.emit(
+                AuditEvent(
+                    event="token.evicted",
+                    time=self._clock.now(),
+                    outcome="success",
+                    realm=realm,
+                    caller=actor,
+                    token_sha256=fingerprint,
+                    request_id=ctx.request_id,
+                    client_ip=ctx.client_ip,
+                )
+            )
 
-    async def aclose(self) -> None:
-        """Stop background refreshes and in-flight fetches."""
-        tasks = [*self._refreshers.values(), *self._flights.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._refreshers.clear()
-        self._flights.clear()
+    def realm_status(self, realm: str) -> RealmStatus:
+        state = self._state(realm)
+        token = state.token
+        valid = token is not None and rules.remaining(
+            token, now=self._clock.now(), skew=self._t.expiry_skew
+        ) > 0
+        return RealmStatus(
+            realm=realm,
+            cached=valid,
+            expires_at=token.expires_at if token is not None and valid else None,
+            last_refresh=state.last_refresh,
+            credential_version=state.credentials.version if state.credentials else None,
+            last_error=state.last_error,
+        )
+
+    def realm_statuses(self) -> dict[str, RealmStatus]:
+        return {realm: self.realm_status(realm) for realm in sorted(self._realms)}
 
     # -- single flight ----------------------------------------------------------------
+
+    def _state(self, realm: str) -> RealmState:
+        state = self._realms.get(realm)
+        if state is None:
+            state = self._realms[realm] = RealmState(realm)
+        return state
 
     def _satisfies(self, token: AccessToken, now: float, min_ttl: float) -> bool:
         return rules.satisfies(token, now=now, skew=self._t.expiry_skew, min_ttl=min_ttl)
 
     async def _obtain(self, realm: str, acceptable: Acceptable) -> IssuedToken:
-        """Join the realm's in-flight load, or start one."""
-        flight = self._flights.get(realm)
-        if flight is None:
-            flight = asyncio.create_task(self._load(realm, acceptable), name=f"load:{realm}")
-            self._flights[realm] = flight
-            flight.add_done_callback(lambda done: self._end_flight(realm, done))
-        # shield: a caller that disconnects must not cancel the fetch the others await.
-        return await asyncio.shield(flight)
+        """Join the realm's in-flight load, or start one; start over when it was superseded."""
+        while True:
+            flight = self._flights.get(realm)
+            if flight is None:
+                flight = asyncio.create_task(self._load(realm, acceptable), name=f"load:{realm}")
+                self._flights[realm] = flight
+                flight.add_done_callback(lambda done: self._end_flight(realm, done))
+            try:
+                # shield: a caller that disconnects must not cancel the fetch others await.
+                return await asyncio.shield(flight)
+            except _Superseded:
+                continue
 
     def _end_flight(self, realm: str, done: asyncio.Task[IssuedToken]) -> None:
         if self._flights.get(realm) is done:
             del self._flights[realm]
         if not done.cancelled():
-            done.exception()  # mark retrieved: waiters already got it
+            done.exception()  # mark retrieved: the waiters got it
 
     async def _load(self, realm: str, acceptable: Acceptable) -> IssuedToken:
+        state = self._state(realm)
+        epoch = state.epoch
         try:
-            shared = await self._store.get(realm)
+            cached = await self._store.get(realm)
         except StoreUnavailable as exc:
-            log.warning(
-                "token store unavailable, fetching alone", extra={"realm": realm, "error": str(exc)}
-            )
-            return await self._fetch(realm, share=False)
-        if shared is not None and acceptable(shared):
-            self._remember(realm, shared)
-            return IssuedToken(realm, shared, TokenSource.REDIS)
-        return await self._fetch_coordinated(realm, acceptable)
+            log.warning("token store unavailable, fetching alone", extra={"realm": realm, "error": str(exc)})
+            return await self._fetch(state, epoch=epoch, generation=None)
+        self._see_generation(state, cached.generation)
+        if cached.token is not None and acceptable(cached.token):
+            return self._adopt(state, cached.token, epoch)
+        return await self._fetch_coordinated(state, acceptable, epoch, cached.generation)
 
-    async def _fetch_coordinated(self, realm: str, acceptable: Acceptable) -> IssuedToken:
+    async def _fetch_coordinated(
+        self, state: RealmState, acceptable: Acceptable, epoch: int, generation: int
+    ) -> IssuedToken:
         """Fetch under the store's lock, or wait for the replica that holds it."""
         owner = uuid.uuid4().hex
         deadline = self._clock.now() + self._t.peer_wait
         while True:
             try:
-                locked = await self._store.acquire_lock(realm, owner, self._t.lock_lease)
+                locked = await self._store.acquire_lock(state.realm, owner, self._t.lock_lease)
             except StoreUnavailable:
-                return await self._fetch(realm, share=False)
+                return await self._fetch(state, epoch=epoch, generation=None)
             if locked:
                 try:
-                    return await self._fetch_locked(realm, acceptable, owner)
+                    return await self._fetch_locked(state, acceptable, epoch, owner)
                 finally:
                     with contextlib.suppress(StoreUnavailable):
-                        await self._store.release_lock(realm, owner)
-            shared = await self._await_peer(realm, acceptable, deadline)
+                        await self._store.release_lock(state.realm, owner)
+            shared = await self._await_peer(state.realm, acceptable, deadline)
             if shared is not None:
-                self._remember(realm, shared)
-                return IssuedToken(realm, shared, TokenSource.REDIS)
+                return self._adopt(state, shared, epoch)
             if self._clock.now() >= deadline:
-                log.warning(
-                    "peer fetch did not finish in time, fetching alone", extra={"realm": realm}
-                )
-                return await self._fetch(realm, share=True)
+                log.warning("peer fetch did not finish in time, fetching alone", extra={"realm": state.realm})
+                return await self._fetch(state, epoch=epoch, generation=generation)
 
-    async def _fetch_locked(self, realm: str, acceptable: Acceptable, owner: str) -> IssuedToken:
+    async def _fetch_locked(
+        self, state: RealmState, acceptable: Acceptable, epoch: int, owner: str
+    ) -> IssuedToken:
         # A peer may have stored a token between our miss and our lock.
+        generation: int | None = None
         with contextlib.suppress(StoreUnavailable):
-            shared = await self._store.get(realm)
-            if shared is not None and acceptable(shared):
-                self._remember(realm, shared)
-                return IssuedToken(realm, shared, TokenSource.REDIS)
-        keeper = asyncio.create_task(self._keep_lease(realm, owner), name=f"lease:{realm}")
+            cached = await self._store.get(state.realm)
+            self._see_generation(state, cached.generation)
+            if cached.token is not None and acceptable(cached.token):
+                return self._adopt(state, cached.token, epoch)
+            generation = cached.generation
+        keeper = asyncio.create_task(self._keep_lease(state.realm, owner), name=f"lease:{state.realm}")
         try:
-            return await self._fetch(realm, share=True)
+            return await self._fetch(state, epoch=epoch, generation=generation)
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -241,85 +358,235 @@ class TokenBroker:
             await asyncio.sleep(interval)
             interval = min(interval * 2, self._t.peer_poll_max)
             try:
-                shared = await self._store.get(realm)
-                if shared is not None and acceptable(shared):
-                    return shared
+                cached = await self._store.get(realm)
+                if cached.token is not None and acceptable(cached.token):
+                    return cached.token
                 if not await self._store.lock_held(realm):
                     # The holder stored nothing good and left; one last look, then compete.
-                    shared = await self._store.get(realm)
-                    return shared if shared is not None and acceptable(shared) else None
+                    cached = await self._store.get(realm)
+                    good = cached.token is not None and acceptable(cached.token)
+                    return cached.token if good else None
             except StoreUnavailable:
                 return None
         return None
 
     # -- fetching ---------------------------------------------------------------------
 
-    async def _fetch(self, realm: str, *, share: bool) -> IssuedToken:
-        credentials = await self._credentials_for(realm)
+    async def _fetch(self, state: RealmState, *, epoch: int, generation: int | None) -> IssuedToken:
+        """One IdP request (after the shared backoff allows it), stored unless superseded.
+
+        `generation` is the store's generation when the read began, or None when the
+        store is out of reach (then the token stays in this process).
+        """
+        await self._respect_backoff(state)
+        credentials = await self._credentials_for(state)
         try:
-            token = await self._issuer.fetch(credentials)
+            token = await self._fetch_with(state, credentials)
             if rules.cache_ttl(token, now=self._clock.now(), skew=self._t.expiry_skew) <= 0:
                 raise IdPBadResponse("the IdP issued a token that expires within the skew")
         except UpstreamError as exc:
-            await self._audit.emit(
-                AuditEvent(
-                    event="token.fetch_failed",
-                    time=self._clock.now(),
-                    outcome="failure",
-                    realm=realm,
-                    reason=getattr(exc, "reason", exc.slug),
-                    credential_version=credentials.version,
-                )
-            )
+            await self._record_failure(state, exc, credentials)
             raise
-        await self._audit.emit(
-            AuditEvent(
-                event="token.fetched",
-                time=self._clock.now(),
-                outcome="success",
-                realm=realm,
-                source=TokenSource.IDP.value,
-                token_sha256=token.fingerprint(),
-                token_expires_at=token.expires_at,
-                credential_version=credentials.version,
-            )
+        await self._record_success(state)
+        await self._emit(
+            "token.fetched",
+            realm=state.realm,
+            source=TokenSource.IDP.value,
+            token=token,
+            credential_version=token.credential_version,
         )
-        self._remember(realm, token)
-        if share:
+        if state.epoch != epoch:
+            raise _Superseded
+        if generation is not None:
             ttl = rules.cache_ttl(token, now=self._clock.now(), skew=self._t.expiry_skew)
             try:
-                await self._store.put(realm, token, ttl)
+                if not await self._store.put(state.realm, token, ttl, generation=generation):
+                    raise _Superseded
             except StoreUnavailable as exc:
-                log.warning("could not share token", extra={"realm": realm, "error": str(exc)})
-        return IssuedToken(realm, token, TokenSource.IDP)
+                log.warning("could not share token", extra={"realm": state.realm, "error": str(exc)})
+        self._remember(state, token)
+        return IssuedToken(state.realm, token, TokenSource.IDP)
 
-    async def _credentials_for(self, realm: str) -> RealmCredentials:
-        known = self._credentials.get(realm)
-        if known is not None:
-            return known
-        credentials = await self._secrets.credentials(realm)
-        self._credentials[realm] = credentials
-        await self._audit.emit(
-            AuditEvent(
-                event="credentials.loaded",
-                time=self._clock.now(),
-                outcome="success",
-                realm=realm,
-                credential_version=credentials.version,
-            )
+    async def _fetch_with(self, state: RealmState, credentials: RealmCredentials) -> AccessToken:
+        """Fetch; when the IdP calls the credentials wrong, re-read Vault once and, if the
+        secret changed there, retry with the new one."""
+        try:
+            return await self._issuer.fetch(credentials)
+        except IdPRejected as exc:
+            if exc.reason not in _CREDENTIAL_ERRORS:
+                raise
+            try:
+                fresh = await self._secrets.credentials(state.realm)
+            except BrokerError:
+                raise exc from None
+            if fresh.version == credentials.version:
+                raise
+            await self._use_credentials(state, fresh, reason="idp-rejected")
+            return await self._issuer.fetch(fresh)
+
+    async def _credentials_for(self, state: RealmState) -> RealmCredentials:
+        if state.credentials is not None:
+            return state.credentials
+        credentials = await self._secrets.credentials(state.realm)
+        state.credentials = credentials
+        await self._emit(
+            "credentials.loaded", realm=state.realm, credential_version=credentials.version
         )
         return credentials
 
+    async def _use_credentials(
+        self, state: RealmState, credentials: RealmCredentials, *, reason: str
+    ) -> None:
+        state.credentials = credentials
+        await self._emit(
+            "credentials.rotated",
+            realm=state.realm,
+            credential_version=credentials.version,
+            reason=reason,
+        )
+
+    # -- shared backoff ---------------------------------------------------------------
+
+    async def _current_backoff(self, state: RealmState) -> Backoff | None:
+        backoff = state.backoff
+        try:
+            shared = await self._store.get_backoff(state.realm)
+        except StoreUnavailable:
+            return backoff
+        if shared is not None and (backoff is None or shared.next_attempt_at > backoff.next_attempt_at):
+            return shared
+        return backoff
+
+    async def _respect_backoff(self, state: RealmState) -> None:
+        backoff = await self._current_backoff(state)
+        now = self._clock.now()
+        if backoff is not None and backoff.next_attempt_at > now:
+            wait = max(1, math.ceil(backoff.next_attempt_at - now))
+            raise _error_from_code(backoff.error, retry_after=wait)
+
+    async def _record_failure(
+        self, state: RealmState, exc: UpstreamError, credentials: RealmCredentials
+    ) -> None:
+        code = exc.slug + (f":{exc.reason}" if isinstance(exc, IdPRejected) else "")
+        state.last_error = code
+        previous = await self._current_backoff(state)
+        failures = (previous.failures if previous else 0) + 1
+        delay = backoff_delay(failures, base=self._t.idp_backoff_base, cap=self._t.idp_backoff_max)
+        state.backoff = Backoff(failures, self._clock.now() + delay, code)
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.set_backoff(state.realm, state.backoff)
+        await self._emit(
+            "token.fetch_failed",
+            realm=state.realm,
+            reason=code,
+            credential_version=credentials.version,
+            outcome="failure",
+        )
+
+    async def _record_success(self, state: RealmState) -> None:
+        state.last_error = None
+        state.last_refresh = self._clock.now()
+        if state.backoff is not None:
+            await self._clear_backoff(state)
+
+    async def _clear_backoff(self, state: RealmState) -> None:
+        state.backoff = None
+        with contextlib.suppress(StoreUnavailable):
+            await self._store.clear_backoff(state.realm)
+
+    # -- generations and invalidations ------------------------------------------------
+
+    def _see_generation(self, state: RealmState, generation: int) -> None:
+        """A store generation above ours means an eviction we missed: drop our token."""
+        if generation > state.generation:
+            state.generation = generation
+            if state.token is not None:
+                state.drop_token()
+
+    def _adopt(self, state: RealmState, token: AccessToken, epoch: int) -> IssuedToken:
+        if state.epoch != epoch:
+            raise _Superseded
+        self._remember(state, token)
+        return IssuedToken(state.realm, token, TokenSource.REDIS)
+
+    async def _evict_everywhere(self, state: RealmState, *, reason: str) -> None:
+        state.drop_token()
+        state.generation = await self._store.evict(state.realm, reason=reason)
+
+    async def _follow_invalidations(self) -> None:
+        async for item in self._store.invalidations():
+            if item is None:
+                await self._catch_up()
+                continue
+            state = self._realms.get(item.realm)
+            if state is None or item.generation <= state.generation:
+                continue
+            state.generation = item.generation
+            state.drop_token()
+            if item.reason == "rotated":
+                state.credentials = None  # re-read from Vault on the next fetch
+
+    async def _catch_up(self) -> None:
+        """After (re)subscribing: drop what was evicted meanwhile, and share again what the
+        store lost (a restarted Redis) so other replicas need not call the IdP."""
+        for state in list(self._realms.values()):
+            token = state.token
+            if token is None:
+                continue
+            try:
+                cached = await self._store.get(state.realm)
+                if cached.generation > state.generation:
+                    self._see_generation(state, cached.generation)
+                    state.credentials = None
+                    continue
+                ttl = rules.cache_ttl(token, now=self._clock.now(), skew=self._t.expiry_skew)
+                if cached.token is None and ttl > 0:
+                    await self._store.put(
+                        state.realm, token, ttl, generation=state.generation, only_if_absent=True
+                    )
+            except StoreUnavailable:
+                return
+
+    # -- Vault version watch ----------------------------------------------------------
+
+    async def _watch_versions(self) -> None:
+        """Notice a new secret version in Vault and move to it without dropping the
+        token in use: the successor is fetched with the new secret, then replaces it."""
+        while True:
+            await asyncio.sleep(self._t.vault_poll)
+            for state in list(self._realms.values()):
+                if state.credentials is None:
+                    continue
+                try:
+                    version = await self._secrets.current_version(state.realm)
+                    if version == state.credentials.version:
+                        continue
+                    fresh = await self._secrets.credentials(state.realm)
+                except BrokerError as exc:
+                    log.warning("vault version check failed", extra={"realm": state.realm, "error": exc.slug})
+                    continue
+                await self._use_credentials(state, fresh, reason="vault-version")
+
+                def from_new_secret(token: AccessToken, version: int = fresh.version) -> bool:
+                    return token.credential_version >= version
+
+                try:
+                    await self._obtain(state.realm, from_new_secret)
+                except BrokerError as exc:
+                    log.warning("fetch with the new secret failed", extra={"realm": state.realm, "error": exc.slug})
+
     # -- background refresh -----------------------------------------------------------
 
-    def _remember(self, realm: str, token: AccessToken) -> None:
-        current = self._memory.get(realm)
-        if current is None or token.expires_at >= current.expires_at:
-            self._memory[realm] = token
-        refresher = self._refreshers.get(realm)
+    def _remember(self, state: RealmState, token: AccessToken) -> None:
+        current = state.token
+        if current is None or token.expires_at >= current.expires_at or (
+            token.credential_version > current.credential_version
+        ):
+            state.token = token
+        refresher = self._refreshers.get(state.realm)
         if refresher is None or refresher.done():
-            self._refreshers[realm] = asyncio.create_task(
-                self._refresh_loop(realm), name=f"refresh:{realm}"
+            self._refreshers[state.realm] = asyncio.create_task(
+                self._refresh_loop(state), name=f"refresh:{state.realm}"
             )
 
     def _refresh_due_at(self, token: AccessToken) -> float:
@@ -327,11 +594,11 @@ class TokenBroker:
             token, skew=self._t.expiry_skew, refresh_before=self._t.refresh_before
         )
 
-    async def _refresh_loop(self, realm: str) -> None:
+    async def _refresh_loop(self, state: RealmState) -> None:
         """Fetch each token's successor ahead of its expiry while the realm is in use."""
         retry = self._t.refresh_retry_min
         while True:
-            token = self._memory.get(realm)
+            token = state.token
             if token is None:
                 return
             now = self._clock.now()
@@ -339,38 +606,74 @@ class TokenBroker:
             if now < due:
                 await asyncio.sleep(due - now)
                 continue
-            if self._last_used.get(realm, 0.0) < now - token.lifetime():
+            if state.last_used < now - token.lifetime():
                 return  # idle for a whole lifetime: let the token lapse
             if rules.remaining(token, now=now, skew=self._t.expiry_skew) <= 0:
-                self._memory.pop(realm, None)
+                state.drop_token()
                 return
 
             def fresher(candidate: AccessToken) -> bool:
                 return self._refresh_due_at(candidate) > self._clock.now()
 
             try:
-                refreshed = await self._obtain(realm, fresher)
+                refreshed = await self._obtain(state.realm, fresher)
                 retry = self._t.refresh_retry_min
                 if not fresher(refreshed.token):
                     # Tokens too short-lived to refresh ahead: do not spin on the IdP.
                     await asyncio.sleep(retry)
             except BrokerError as exc:
-                log.warning("background refresh failed", extra={"realm": realm, "error": exc.slug})
-                await asyncio.sleep(retry)
+                log.warning("background refresh failed", extra={"realm": state.realm, "error": exc.slug})
+                await asyncio.sleep(exc.retry_after or retry)
                 retry = min(retry * 2, self._t.refresh_retry_max)
 
-    async def _audit_denied(
-        self, caller: Caller, realm: str, reason: str, ctx: RequestContext
+    # -- audit ------------------------------------------------------------------------
+
+    async def _emit(
+        self,
+        event: str,
+        *,
+        realm: str,
+        caller: str | None = None,
+        source: str | None = None,
+        token: AccessToken | None = None,
+        credential_version: int | None = None,
+        reason: str | None = None,
+        outcome: str = "success",
+        ctx: RequestContext | None = None,
     ) -> None:
         await self._audit.emit(
             AuditEvent(
-                event="token.denied",
+                event=event,
                 time=self._clock.now(),
-                outcome="denied",
-                caller=caller.name,
+                outcome=outcome,
                 realm=realm,
+                caller=caller,
+                source=source,
                 reason=reason,
-                request_id=ctx.request_id,
-                client_ip=ctx.client_ip,
+                token_sha256=token.fingerprint() if token else None,
+                token_expires_at=token.expires_at if token else None,
+                credential_version=credential_version,
+                request_id=ctx.request_id if ctx else None,
+                client_ip=ctx.client_ip if ctx else None,
             )
         )
+
+    async def _audit_denied(
+        self, caller: str | None, realm: str, reason: str, ctx: RequestContext
+    ) -> None:
+        await self._emit(
+            "token.denied", realm=realm, caller=caller, reason=reason, outcome="denied", ctx=ctx
+        )
+
+
+def _error_from_code(code: str, *, retry_after: int) -> UpstreamError:
+    """The error a realm in backoff answers with: the kind of its last failure."""
+    slug, _, reason = code.partition(":")
+    detail = f"the identity provider failed recently; next attempt in {retry_after} s"
+    if slug == IdPRejected.slug:
+        rejected = IdPRejected(detail, reason=reason or "rejected")
+        rejected.retry_after = retry_after
+        return rejected
+    if slug == IdPBadResponse.slug:
+        return IdPBadResponse(detail, retry_after=retry_after)
+    return IdPUnavailable(detail, retry_after=retry_after)

@@ -33,6 +33,7 @@ class AccessToken:
     expires_at: float
     issued_at: float
     scope: str | None = None
+    credential_version: int = 0  # the version of the realm secret that obtained it
 
     def lifetime(self) -> float:
         return self.expires_at - self.issued_at
@@ -61,3 +62,42 @@ class IssuedToken:
     realm: str
     token: AccessToken
     source: TokenSource
+
+
+@dataclass(frozen=True, slots=True)
+class Cached:
+    """What the shared store holds for a realm: a token (or none) and the realm's
+    generation, which every eviction or rotation raises."""
+
+    token: AccessToken | None
+    generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """A realm's cached token was dropped (evicted or rotated) on some replica."""
+
+    realm: str
+    generation: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """The shared "do not call the IdP before" of a failing realm."""
+
+    failures: int
+    next_attempt_at: float
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RealmStatus:
+    """A realm as this replica sees it, for `/v1/realms` and the rotate endpoint."""
+
+    realm: str
+    cached: bool
+    expires_at: float | None
+    last_refresh: float | None
+    credential_version: int | None
+    last_error: str | None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from broker.core.audit import AuditEvent
-from broker.core.models import AccessToken, RealmCredentials
+from broker.core.models import AccessToken, Backoff, Cached, Invalidation, RealmCredentials
 
 
 class Clock(Protocol):
@@ -17,6 +18,10 @@ class Clock(Protocol):
 class SecretSource(Protocol):
     async def credentials(self, realm: str) -> RealmCredentials:
         """The realm's credentials. Raises RealmNotFound or SecretSourceUnavailable."""
+        ...
+
+    async def current_version(self, realm: str) -> int:
+        """The realm secret's current version (metadata only), to notice rotations."""
         ...
 
     async def aclose(self) -> None: ...
@@ -32,14 +37,31 @@ class TokenIssuer(Protocol):
 
 
 class TokenStore(Protocol):
-    """Tokens shared between replicas, and the lock that keeps their fetches single.
+    """Tokens shared between replicas, the lock that keeps their fetches single, and the
+    signals that keep them consistent (generations, invalidations, a shared backoff).
 
     Every method may raise StoreUnavailable; the core then works on its own.
     """
 
-    async def get(self, realm: str) -> AccessToken | None: ...
+    async def get(self, realm: str) -> Cached: ...
 
-    async def put(self, realm: str, token: AccessToken, ttl: float) -> None: ...
+    async def put(
+        self, realm: str, token: AccessToken, ttl: float, *, generation: int, only_if_absent: bool = False
+    ) -> bool:
+        """Store `token` unless the realm's generation moved past `generation` (an eviction
+        or rotation happened since the fetch began) or, with `only_if_absent`, a token or
+        tombstone is there already. Returns whether it was stored."""
+        ...
+
+    async def evict(self, realm: str, *, reason: str) -> int:
+        """Drop the realm's token, raise its generation, tell every replica; returns the
+        new generation."""
+        ...
+
+    def invalidations(self) -> AsyncIterator[Invalidation | None]:
+        """Invalidations from every replica; `None` after a (re)subscription, when some
+        may have been missed."""
+        ...
 
     async def acquire_lock(self, realm: str, owner: str, lease: float) -> bool:
         """Take the realm's fetch lock unless another owner holds it."""
@@ -54,6 +76,12 @@ class TokenStore(Protocol):
         ...
 
     async def lock_held(self, realm: str) -> bool: ...
+
+    async def get_backoff(self, realm: str) -> Backoff | None: ...
+
+    async def set_backoff(self, realm: str, backoff: Backoff) -> None: ...
+
+    async def clear_backoff(self, realm: str) -> None: ...
 
     async def ping(self) -> None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -27,10 +28,14 @@ from broker.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 
-def _store(settings: Settings, clock: SystemClock) -> TokenStore:
+def _store(settings: Settings, clock: SystemClock, secrets: VaultSecretSource) -> TokenStore:
     if settings.uses_memory_store:
         return MemoryTokenStore(clock=clock)
-    return RedisTokenStore(create_redis(settings.redis_url), prefix=settings.key_prefix)
+    return RedisTokenStore(
+        create_redis(settings.redis_url),
+        prefix=settings.key_prefix,
+        keyring=secrets.cache_keyring,
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -46,6 +51,9 @@ def create_app(settings: Settings) -> FastAPI:
                     token=settings.vault_token,
                     role_id=settings.vault_role_id,
                     secret_id=settings.vault_secret_id,
+                    k8s_role=settings.vault_k8s_role,
+                    k8s_mount=settings.vault_k8s_mount,
+                    k8s_token_path=settings.vault_k8s_token_path,
                 ),
                 mount=settings.vault_kv_mount,
                 prefix=settings.vault_prefix,
@@ -58,7 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
                 clock=clock,
             )
             stack.push_async_callback(issuer.aclose)
-            store = _store(settings, clock)
+            store = _store(settings, clock, secrets)
             stack.push_async_callback(store.aclose)
             audit = JsonLinesAuditSink()
             stack.push_async_callback(audit.aclose)

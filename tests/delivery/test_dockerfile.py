@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sysconfig
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 Instructions = list[tuple[str, str]]
@@ -84,3 +88,56 @@ def test_wheel_installs_a_working_broker_command(broker_venv: Path) -> None:
     )
 
     assert 0 == result.returncode, result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _get_status(url: str, *, within: float) -> int | None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL built here
+                status: int = response.status
+                return status
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.2)
+    return None
+
+
+def test_installed_broker_answers_healthz_on_broker_port(broker_venv: Path, tmp_path: Path) -> None:
+    """`broker serve`, the image's entrypoint and command, is alive on BROKER_HOST:BROKER_PORT."""
+    port = _free_port()
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("callers: []\njwt_issuers: []\n")
+    env = {
+        "PATH": f"{broker_venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "BROKER_HOST": "127.0.0.1",
+        "BROKER_PORT": str(port),
+        "BROKER_REDIS_URL": "memory://",
+        "BROKER_POLICY_FILE": str(policy),
+        # Nothing listens here: liveness must not depend on Vault or the IdP.
+        "BROKER_VAULT_ADDR": "http://127.0.0.1:9",
+        "BROKER_IDP_URL": "http://127.0.0.1:9",
+    }
+    with (tmp_path / "broker.log").open("w") as log:
+        process = subprocess.Popen(
+            [str(broker_venv / "bin" / "broker"), "serve"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            status = _get_status(f"http://127.0.0.1:{port}/healthz", within=30)
+        finally:
+            process.terminate()
+            process.wait(timeout=15)
+
+    assert 200 == status, (tmp_path / "broker.log").read_text()[-3000:]

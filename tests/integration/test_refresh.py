@@ -55,4 +55,5 @@ def test_steady_stream_never_waits_on_the_idp(stack: Stack) -> None:
     assert [] == [e for e in issued[1:] if e["source"] == "idp"]
     assert len(fetched) >= 3  # the first fetch and at least two background refreshes
     assert len(tokens) == len(fetched)
-    assert len(fetched) == stack.idp_requests(realm.name)
+    # A refresh may be under way as the stream stops: counted by the IdP, not yet audited.
+    assert stack.idp_requests(realm.name) in (len(fetched), len(fetched) + 1)
