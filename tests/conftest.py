@@ -66,9 +66,10 @@ def caller_keys(stack_dir: Path, leak_watch: LeakWatch) -> CallerKeys:
     keys = CallerKeys(
         everything=secrets.token_urlsafe(32),
         limited=secrets.token_urlsafe(32),
+        admin=secrets.token_urlsafe(32),
         policy_file=stack_dir / "policy.yaml",
     )
-    leak_watch.add(keys.everything, keys.limited)
+    leak_watch.add(keys.everything, keys.limited, keys.admin)
     keys.policy_file.write_text(
         yaml.safe_dump(
             {
@@ -82,6 +83,12 @@ def caller_keys(stack_dir: Path, leak_watch: LeakWatch) -> CallerKeys:
                         "name": "svc-limited",
                         "api_key_sha256": hash_key(keys.limited),
                         "realms": [CallerKeys.LIMITED_REALM],
+                    },
+                    {
+                        "name": "secops",
+                        "api_key_sha256": hash_key(keys.admin),
+                        "realms": ["*"],
+                        "roles": ["admin"],
                     },
                 ]
             }

@@ -23,6 +23,7 @@ class CallerKeys:
 
     everything: str
     limited: str
+    admin: str
     policy_file: Path
 
 
@@ -123,6 +124,19 @@ class Stack:
         """`count` replicas sharing one key prefix (so one Redis namespace)."""
         shared = self.broker_env(**env)
         return [self.start_broker(name=f"broker-{i}", **shared) for i in range(count)]
+
+    def get_token(
+        self, url: str, realm: str, key: str | None = None, **params: int
+    ) -> httpx.Response:
+        """GET /v1/realms/{realm}/token as a caller (by default the one allowed everything)."""
+        response = httpx.get(
+            f"{url}/v1/realms/{realm}/token",
+            params=params,
+            headers=bearer(key or self.keys.everything),
+            timeout=30,
+        )
+        self.served_tokens(response)
+        return response
 
     def served_tokens(self, response: httpx.Response) -> None:
         if response.status_code == 200:

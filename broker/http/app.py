@@ -21,7 +21,7 @@ from broker.core.broker import BrokerTimings, TokenBroker
 from broker.core.ports import TokenStore
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.problems import install_problem_handlers
-from broker.http.routes import health, tokens
+from broker.http.routes import admin, health, tokens
 from broker.http.state import AppState, Pingable
 from broker.settings import Settings, load_settings
 
@@ -80,13 +80,19 @@ def create_app(settings: Settings) -> FastAPI:
                     expiry_skew=settings.expiry_skew,
                     refresh_before=settings.refresh_before,
                     peer_wait=settings.idp_timeout * 2 + 5,
+                    idp_backoff_base=settings.idp_backoff_base,
+                    idp_backoff_max=settings.idp_backoff_max,
+                    vault_poll=settings.vault_poll_seconds,
                 ),
             )
-            stack.push_async_callback(broker.aclose)
             try:
                 await secrets.login()
-            except Exception as exc:
+            except Exception as exc:  # start anyway: reads log in again by themselves
                 log.warning("vault login failed at start-up", extra={"error": type(exc).__name__})
+            vault_keeper = asyncio.create_task(secrets.keep_token_fresh(), name="vault-token")
+            stack.callback(vault_keeper.cancel)
+            broker.start()
+            stack.push_async_callback(broker.aclose)
             dependencies: dict[str, Pingable] = {"vault": secrets, "redis": store}
             yield {"app": AppState(settings, broker, policy, dependencies)}
 
@@ -98,6 +104,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(tokens.router)
+    from broker.http.routes import oauth  # the drop-in token endpoint (issue 6)
+
+    app.include_router(oauth.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
     app.add_middleware(RequestContextMiddleware, max_header_bytes=settings.max_header_bytes)
     return app

@@ -21,14 +21,7 @@ def broker_url(stack: Stack) -> str:
 def get_token(
     stack: Stack, url: str, realm: str, key: str | None = None, **params: int
 ) -> httpx.Response:
-    response = httpx.get(
-        f"{url}/v1/realms/{realm}/token",
-        params=params,
-        headers=bearer(key or stack.keys.everything),
-        timeout=30,
-    )
-    stack.served_tokens(response)
-    return response
+    return stack.get_token(url, realm, key, **params)
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, object]:
@@ -190,7 +183,17 @@ def test_idp_refusing_the_credentials_is_502_with_reason(stack: Stack, broker_ur
 
 @pytest.mark.parametrize(
     "mode",
-    ["garbage", "html", "status_500", "no_access_token", "wrong_token_type", "expired"],
+    [
+        "garbage",
+        "html",
+        "status_500",
+        "no_access_token",
+        "wrong_token_type",
+        "expired",
+        "bad_signature",
+        "alg_none",
+        "foreign_issuer",
+    ],
 )
 def test_idp_misbehaving_is_502_and_nothing_is_cached(stack: Stack, mode: str) -> None:
     """Anything but a valid token response is a 502 and leaves the cache empty."""
