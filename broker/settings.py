@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -14,6 +16,11 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+
+class PlaceholderSecret(ValueError):
+    """A well-known placeholder where a real secret belongs (outside dev)."""
+
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "root", "password", "xxx", "todo"}
 
@@ -49,6 +56,13 @@ class Settings(BaseSettings):
 
     policy_file: Path | None = None
 
+    audit_retention_days: int = Field(default=30, ge=1, le=3650)
+    audit_spool_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / "atlas-broker-audit"
+    )
+    audit_required: bool = False
+    audit_file: Path | None = None
+
     expiry_skew: int = Field(default=30, ge=0, le=600)
     refresh_before: int = Field(default=300, ge=0, le=3600)
     max_header_bytes: int = Field(default=16384, ge=1024, le=1048576)
@@ -76,12 +90,18 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _durable_audit_needs_redis(self) -> Settings:
+        if self.audit_required and self.uses_memory_store:
+            raise ValueError("BROKER_AUDIT_REQUIRED needs a Redis audit stream, not memory://")
+        return self
+
+    @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
         if self.env != "dev":
             for name in ("vault_token", "vault_secret_id"):
                 secret = getattr(self, name)
                 if secret is not None and secret.get_secret_value().lower() in _PLACEHOLDERS:
-                    raise ValueError(f"BROKER_{name.upper()} is a placeholder value")
+                    raise PlaceholderSecret(f"BROKER_{name.upper()}: a placeholder value")
         return self
 
     @classmethod
@@ -108,14 +128,30 @@ class SettingsError(ValueError):
     """Settings that stop start-up; the message is one line naming the setting."""
 
 
+def _check_config_file(config_file: str) -> None:
+    path = Path(config_file)
+    if not path.is_file():
+        raise SettingsError(f"BROKER_CONFIG: no such file: {config_file}")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise SettingsError(
+            f"BROKER_CONFIG: {config_file} is not readable YAML ({type(exc).__name__})"
+        ) from None
+    if document is not None and not isinstance(document, dict):
+        raise SettingsError(f"BROKER_CONFIG: {config_file} must hold a mapping of settings")
+
+
 def load_settings(**overrides: object) -> Settings:
     config_file = os.environ.get("BROKER_CONFIG")
-    if config_file and not Path(config_file).is_file():
-        raise SettingsError(f"BROKER_CONFIG: no such file: {config_file}")
+    if config_file:
+        _check_config_file(config_file)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
         name = "_".join(str(part) for part in first["loc"]).upper()
+        if not name and isinstance(first.get("ctx", {}).get("error"), PlaceholderSecret):
+            raise SettingsError(str(first["ctx"]["error"])) from None
         label = f"BROKER_{name}" if name else "settings"
         raise SettingsError(f"{label}: {first['msg']}") from None

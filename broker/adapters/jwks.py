@@ -9,6 +9,7 @@ and HMAC-with-the-public-key confusion cannot pass.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,17 +61,19 @@ class JwksVerifier:
             response.raise_for_status()
             keys = _parse_jwks(response.json())
         except (httpx.HTTPError, ValueError) as exc:
-            raise VerificationError(f"the realm's JWKS could not be read ({type(exc).__name__})") from exc
+            raise VerificationError(
+                f"the realm's JWKS could not be read ({type(exc).__name__})"
+            ) from exc
         keyset = _KeySet(keys, time.monotonic())
         self._sets[url] = keyset
         return keyset
 
     async def _key(self, url: str, kid: str) -> jwt.PyJWK:
         keyset = self._sets.get(url)
-        age = time.monotonic() - keyset.fetched_at if keyset else None
-        if keyset is None or age is None or age > self._max_age:
-            keyset = await self._fetch(url)
-        elif kid not in keyset.keys and age > self._refetch_interval:
+        age = time.monotonic() - keyset.fetched_at if keyset else math.inf
+        stale = age > self._max_age
+        rotated = keyset is not None and kid not in keyset.keys and age > self._refetch_interval
+        if keyset is None or stale or rotated:
             keyset = await self._fetch(url)
         key = keyset.keys.get(kid)
         if key is None:
@@ -98,8 +101,13 @@ class JwksVerifier:
                 key=key,
                 algorithms=[key.algorithm_name],
                 issuer=issuer,
+                # Expiry is judged by the broker's own rules; iat/nbf get leeway for an IdP
+                # whose clock runs slightly ahead.
+                leeway=60,
                 options={"require": ["exp", "iss"], "verify_aud": False, "verify_exp": False},
             )
         except jwt.PyJWTError as exc:
-            raise VerificationError(f"the token failed verification ({type(exc).__name__})") from exc
+            raise VerificationError(
+                f"the token failed verification ({type(exc).__name__})"
+            ) from exc
         return claims

@@ -8,7 +8,6 @@ base64(ClientId:ClientSecret)` and the form body `grant_type=client_credentials`
 from __future__ import annotations
 
 import base64
-import re
 from typing import Any
 
 import httpx
@@ -22,7 +21,21 @@ from broker.core.ports import Clock
 
 # Gateway answers mean the IdP is down rather than misbehaving: the caller may retry.
 _UNAVAILABLE_STATUSES = {502, 503, 504}
-_OAUTH_ERROR = re.compile(r"^[\x20-\x7e]{1,64}$")
+# RFC 6749 §5.2 error codes (and Keycloak's realm error): anything else is reported as
+# "unexpected_error", so reasons stay a short, known set in audit records and metrics.
+_OAUTH_ERRORS = frozenset(
+    {
+        "invalid_request",
+        "invalid_client",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "temporarily_unavailable",
+        "server_error",
+        "access_denied",
+    }
+)
 
 
 _TOKEN_SUFFIX = "/protocol/openid-connect/token"
@@ -108,8 +121,9 @@ class KeycloakTokenIssuer:
         body = _json_object(response)
         if status != 200:
             error = body.get("error") if body else None
-            if isinstance(error, str) and _OAUTH_ERROR.match(error):
-                raise IdPRejected(f"the identity provider answered {error!r}", reason=error)
+            if isinstance(error, str):
+                reason = error if error in _OAUTH_ERRORS else "unexpected_error"
+                raise IdPRejected(f"the identity provider answered {reason!r}", reason=reason)
             raise IdPBadResponse(f"the identity provider answered HTTP {status}")
         if body is None:
             raise IdPBadResponse("the identity provider's answer is not a JSON object")

@@ -24,7 +24,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from broker.adapters.redis_connect import RedisClient, connect_ha, is_ha_url
 from broker.adapters.token_seal import Keyring, TokenSealer
@@ -67,7 +71,8 @@ if current then
 end
 generation = generation + 1
 redis.call('set', KEYS[1], cjson.encode({g = generation}), 'PX', ARGV[1])
-redis.call('publish', ARGV[2], cjson.encode({realm = ARGV[3], generation = generation, reason = ARGV[4]}))
+local message = {realm = ARGV[3], generation = generation, reason = ARGV[4]}
+redis.call('publish', ARGV[2], cjson.encode(message))
 return generation
 """
 TOMBSTONE_TTL_MS = 3_600_000
@@ -87,6 +92,9 @@ def create_redis(url: str) -> RedisClient:
         health_check_interval=15,
         client_name="atlas-broker",
         decode_responses=False,
+        # One quick retry: after a Redis restart the pool's first connection is stale.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=1),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
 
@@ -131,7 +139,7 @@ class RedisTokenStore:
         if self._sealer is None and time.monotonic() >= self._keyring_retry_at:
             try:
                 self._sealer = TokenSealer(await self._load_keyring())
-            except Exception as exc:  # noqa: BLE001 - any failure: retry later, serve alone
+            except Exception as exc:
                 self._keyring_retry_at = time.monotonic() + 5.0
                 log.warning("cache key unavailable", extra={"error": type(exc).__name__})
         return self._sealer
@@ -148,7 +156,9 @@ class RedisTokenStore:
             generation = int(doc.get("g", 0))
             sealed = doc.get("t")
         except (ValueError, AttributeError, TypeError):
-            log.warning("unreadable token value in redis, treated as a miss", extra={"realm": realm})
+            log.warning(
+                "unreadable token value in redis, treated as a miss", extra={"realm": realm}
+            )
             return Cached(None, 0)
         if not isinstance(sealed, str):
             return Cached(None, generation)
@@ -189,18 +199,26 @@ class RedisTokenStore:
         return int(generation)
 
     async def invalidations(self) -> AsyncIterator[Invalidation | None]:
-        """Follow the invalidation channel, re-subscribing with backoff when the
-        connection drops; `None` marks each (re)subscription."""
+        """Follow the invalidation channel; `None` marks each (re)subscription, after which
+        the caller catches up on what it may have missed.
+
+        redis-py re-subscribes by itself after a dropped connection; the server confirms
+        every subscription with a `subscribe` message, which is what marks it here.
+        """
         delay = _BREAKER_MIN
         while True:
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.subscribe(self._channel)
-                delay = _BREAKER_MIN
-                yield None
                 while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is None:
+                        continue
+                    delay = _BREAKER_MIN
+                    if message.get("type") == "subscribe":
+                        self._close_breaker()  # Redis answers again
+                        yield None
+                    elif message.get("type") == "message":
                         parsed = _invalidation(message.get("data"))
                         if parsed is not None:
                             yield parsed
@@ -245,7 +263,11 @@ class RedisTokenStore:
             raw = await self._redis.get(self._backoff_key(realm))
         try:
             doc = json.loads(raw) if raw else None
-            return Backoff(int(doc["failures"]), float(doc["next"]), str(doc["error"])) if doc else None
+            return (
+                Backoff(int(doc["failures"]), float(doc["next"]), str(doc["error"]))
+                if doc
+                else None
+            )
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -268,7 +290,11 @@ class RedisTokenStore:
             await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        self._close_breaker()
+
+    def _close_breaker(self) -> None:
         self._open_until = 0.0
+        self._breaker_delay = _BREAKER_MIN
 
     async def aclose(self) -> None:
         await self._redis.aclose()

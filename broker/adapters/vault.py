@@ -122,7 +122,9 @@ class VaultSecretSource:
             with _mapped(realm):
                 return operation()
         except SecretSourceUnavailable as exc:
-            refused = isinstance(exc.__cause__, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized)
+            refused = isinstance(
+                exc.__cause__, hvac.exceptions.Forbidden | hvac.exceptions.Unauthorized
+            )
             if not (refused and self._auth.can_login_again):
                 raise
         self._login()
@@ -131,7 +133,7 @@ class VaultSecretSource:
 
     async def keep_token_fresh(self) -> None:
         """Background loop: renew or replace the Vault token for as long as the broker runs."""
-        while True:
+        while True:  # noqa: ASYNC110 - a timer between renewals, not a wait for a condition
             await anyio.sleep(await self.maintain_token())
 
     async def maintain_token(self) -> float:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.core.context import RequestContext
+    from broker.core.models import AccessToken
+    from broker.core.ports import AuditSink, Clock
 
 
 def iso_time(epoch: float, *, millis: bool = False) -> str:
@@ -40,3 +45,42 @@ class AuditEvent:
         if self.token_expires_at is not None:
             record["token_expires_at"] = iso_time(self.token_expires_at)
         return record
+
+
+class AuditRecorder:
+    """Builds events with the time, the token's fingerprint and the request's context,
+    and hands them to the sink."""
+
+    def __init__(self, sink: AuditSink, clock: Clock) -> None:
+        self.sink = sink
+        self._clock = clock
+
+    async def record(
+        self,
+        event: str,
+        *,
+        realm: str,
+        caller: str | None = None,
+        source: str | None = None,
+        token: AccessToken | None = None,
+        credential_version: int | None = None,
+        reason: str | None = None,
+        outcome: str = "success",
+        ctx: RequestContext | None = None,
+    ) -> None:
+        await self.sink.emit(
+            AuditEvent(
+                event=event,
+                time=self._clock.now(),
+                outcome=outcome,
+                realm=realm,
+                caller=caller,
+                source=source,
+                reason=reason,
+                token_sha256=token.fingerprint() if token else None,
+                token_expires_at=token.expires_at if token else None,
+                credential_version=credential_version,
+                request_id=ctx.request_id if ctx else None,
+                client_ip=ctx.client_ip if ctx else None,
+            )
+        )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import random
 
 
-def backoff_delay(failures: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    failures: int, *, base: float, cap: float, rng: random.Random | None = None
+) -> float:
     """Seconds to wait after the `failures`-th consecutive failure: `base · 2^(n-1)`,
     capped, then scaled by a random factor in [0.5, 1] so replicas and realms spread out
     ("equal jitter"). The factor never exceeds 1, so the schedule's upper bound holds."""

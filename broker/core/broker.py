@@ -12,7 +12,8 @@ superseded and the read starts over). When the store fails the broker serves on 
 and shares again once it is back.
 
 Failures: a failing IdP is retried on a capped exponential schedule whose "next attempt"
-is shared through the store, so replicas do not turn an outage into a retry storm.
+is shared through the store (`IdPBackoff`), so replicas do not turn an outage into a
+retry storm.
 """
 
 from __future__ import annotations
@@ -20,29 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from broker.core import rules
-from broker.core.audit import AuditEvent
-from broker.core.backoff import backoff_delay
+from broker.core.audit import AuditRecorder
 from broker.core.context import RequestContext
 from broker.core.errors import (
     BrokerError,
     Forbidden,
     IdPBadResponse,
     IdPRejected,
-    IdPUnavailable,
     MinTtlUnsatisfiable,
+    RealmNotFound,
     StoreUnavailable,
     UpstreamError,
 )
+from broker.core.idp_backoff import IdPBackoff
 from broker.core.models import (
     AccessToken,
-    Backoff,
     IssuedToken,
     RealmCredentials,
     RealmStatus,
@@ -95,13 +94,17 @@ class TokenBroker:
         self._secrets = secrets
         self._issuer = issuer
         self._store = store
-        self._audit = audit
+        self._audit = AuditRecorder(audit, clock)
         self._clock = clock
         self._t = timings or BrokerTimings()
+        self._backoff = IdPBackoff(
+            store, clock, base=self._t.idp_backoff_base, cap=self._t.idp_backoff_max
+        )
         self._realms: dict[str, RealmState] = {}
         self._flights: dict[str, asyncio.Task[IssuedToken]] = {}
         self._refreshers: dict[str, asyncio.Task[None]] = {}
         self._background: list[asyncio.Task[None]] = []
+        self._catching_up: asyncio.Task[None] | None = None
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -112,7 +115,9 @@ class TokenBroker:
             self._spawn(self._watch_versions, "vault-watch"),
         ]
 
-    def _spawn(self, loop: Callable[[], Coroutine[Any, Any, None]], name: str) -> asyncio.Task[None]:
+    def _spawn(
+        self, loop: Callable[[], Coroutine[Any, Any, None]], name: str
+    ) -> asyncio.Task[None]:
         async def resilient() -> None:
             while True:
                 try:
@@ -129,6 +134,8 @@ class TokenBroker:
     async def aclose(self) -> None:
         """Stop background work and in-flight fetches."""
         tasks = [*self._background, *self._refreshers.values(), *self._flights.values()]
+        if self._catching_up is not None:
+            tasks.append(self._catching_up)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -160,7 +167,7 @@ class TokenBroker:
         except BrokerError as exc:
             await self._audit_denied(caller.name, realm, exc.slug, ctx)
             raise
-        await self._emit(
+        await self._audit.record(
             "token.issued",
             realm=realm,
             caller=caller.name,
@@ -183,7 +190,13 @@ class TokenBroker:
             return self._satisfies(token, self._clock.now(), min_ttl)
 
         for _ in range(2):
-            issued = await self._obtain(realm, enough)
+            try:
+                issued = await self._obtain(realm, enough)
+            except RealmNotFound:
+                # Forget names that are no realm, so guesses do not accumulate as state.
+                if state.token is None and state.credentials is None:
+                    self._realms.pop(realm, None)
+                raise
             if enough(issued.token):
                 return issued
             if issued.source is TokenSource.IDP:
@@ -200,8 +213,8 @@ class TokenBroker:
         credentials = await self._secrets.credentials(realm)
         state.credentials = credentials
         await self._evict_everywhere(state, reason="rotated")
-        await self._clear_backoff(state)
-        await self._emit(
+        await self._backoff.clear(state)
+        await self._audit.record(
             "credentials.rotated",
             realm=realm,
             caller=actor,
@@ -215,29 +228,21 @@ class TokenBroker:
     async def evict(self, realm: str, *, actor: str, ctx: RequestContext) -> None:
         """Drop the realm's cached token on every replica (a suspected leak)."""
         state = self._state(realm)
-        fingerprint = state.token.fingerprint() if state.token else None
+        evicted = state.token
         try:
             await self._evict_everywhere(state, reason="evicted")
         finally:
-            await self._audit.emit(
-                AuditEvent(
-                    event="token.evicted",
-                    time=self._clock.now(),
-                    outcome="success",
-                    realm=realm,
-                    caller=actor,
-                    token_sha256=fingerprint,
-                    request_id=ctx.request_id,
-                    client_ip=ctx.client_ip,
-                )
+            await self._audit.record(
+                "token.evicted", realm=realm, caller=actor, token=evicted, ctx=ctx
             )
 
     def realm_status(self, realm: str) -> RealmStatus:
         state = self._state(realm)
         token = state.token
-        valid = token is not None and rules.remaining(
-            token, now=self._clock.now(), skew=self._t.expiry_skew
-        ) > 0
+        valid = (
+            token is not None
+            and rules.remaining(token, now=self._clock.now(), skew=self._t.expiry_skew) > 0
+        )
         return RealmStatus(
             realm=realm,
             cached=valid,
@@ -287,7 +292,9 @@ class TokenBroker:
         try:
             cached = await self._store.get(realm)
         except StoreUnavailable as exc:
-            log.warning("token store unavailable, fetching alone", extra={"realm": realm, "error": str(exc)})
+            log.warning(
+                "token store unavailable, fetching alone", extra={"realm": realm, "error": str(exc)}
+            )
             return await self._fetch(state, epoch=epoch, generation=None)
         self._see_generation(state, cached.generation)
         if cached.token is not None and acceptable(cached.token):
@@ -315,7 +322,10 @@ class TokenBroker:
             if shared is not None:
                 return self._adopt(state, shared, epoch)
             if self._clock.now() >= deadline:
-                log.warning("peer fetch did not finish in time, fetching alone", extra={"realm": state.realm})
+                log.warning(
+                    "peer fetch did not finish in time, fetching alone",
+                    extra={"realm": state.realm},
+                )
                 return await self._fetch(state, epoch=epoch, generation=generation)
 
     async def _fetch_locked(
@@ -329,7 +339,9 @@ class TokenBroker:
             if cached.token is not None and acceptable(cached.token):
                 return self._adopt(state, cached.token, epoch)
             generation = cached.generation
-        keeper = asyncio.create_task(self._keep_lease(state.realm, owner), name=f"lease:{state.realm}")
+        keeper = asyncio.create_task(
+            self._keep_lease(state.realm, owner), name=f"lease:{state.realm}"
+        )
         try:
             return await self._fetch(state, epoch=epoch, generation=generation)
         finally:
@@ -378,17 +390,24 @@ class TokenBroker:
         `generation` is the store's generation when the read began, or None when the
         store is out of reach (then the token stays in this process).
         """
-        await self._respect_backoff(state)
+        await self._backoff.check(state)
         credentials = await self._credentials_for(state)
         try:
             token = await self._fetch_with(state, credentials)
             if rules.cache_ttl(token, now=self._clock.now(), skew=self._t.expiry_skew) <= 0:
                 raise IdPBadResponse("the IdP issued a token that expires within the skew")
         except UpstreamError as exc:
-            await self._record_failure(state, exc, credentials)
+            code = await self._backoff.failed(state, exc)
+            await self._audit.record(
+                "token.fetch_failed",
+                realm=state.realm,
+                reason=code,
+                credential_version=credentials.version,
+                outcome="failure",
+            )
             raise
-        await self._record_success(state)
-        await self._emit(
+        await self._backoff.succeeded(state)
+        await self._audit.record(
             "token.fetched",
             realm=state.realm,
             source=TokenSource.IDP.value,
@@ -403,7 +422,9 @@ class TokenBroker:
                 if not await self._store.put(state.realm, token, ttl, generation=generation):
                     raise _Superseded
             except StoreUnavailable as exc:
-                log.warning("could not share token", extra={"realm": state.realm, "error": str(exc)})
+                log.warning(
+                    "could not share token", extra={"realm": state.realm, "error": str(exc)}
+                )
         self._remember(state, token)
         return IssuedToken(state.realm, token, TokenSource.IDP)
 
@@ -429,7 +450,7 @@ class TokenBroker:
             return state.credentials
         credentials = await self._secrets.credentials(state.realm)
         state.credentials = credentials
-        await self._emit(
+        await self._audit.record(
             "credentials.loaded", realm=state.realm, credential_version=credentials.version
         )
         return credentials
@@ -438,61 +459,12 @@ class TokenBroker:
         self, state: RealmState, credentials: RealmCredentials, *, reason: str
     ) -> None:
         state.credentials = credentials
-        await self._emit(
+        await self._audit.record(
             "credentials.rotated",
             realm=state.realm,
             credential_version=credentials.version,
             reason=reason,
         )
-
-    # -- shared backoff ---------------------------------------------------------------
-
-    async def _current_backoff(self, state: RealmState) -> Backoff | None:
-        backoff = state.backoff
-        try:
-            shared = await self._store.get_backoff(state.realm)
-        except StoreUnavailable:
-            return backoff
-        if shared is not None and (backoff is None or shared.next_attempt_at > backoff.next_attempt_at):
-            return shared
-        return backoff
-
-    async def _respect_backoff(self, state: RealmState) -> None:
-        backoff = await self._current_backoff(state)
-        now = self._clock.now()
-        if backoff is not None and backoff.next_attempt_at > now:
-            wait = max(1, math.ceil(backoff.next_attempt_at - now))
-            raise _error_from_code(backoff.error, retry_after=wait)
-
-    async def _record_failure(
-        self, state: RealmState, exc: UpstreamError, credentials: RealmCredentials
-    ) -> None:
-        code = exc.slug + (f":{exc.reason}" if isinstance(exc, IdPRejected) else "")
-        state.last_error = code
-        previous = await self._current_backoff(state)
-        failures = (previous.failures if previous else 0) + 1
-        delay = backoff_delay(failures, base=self._t.idp_backoff_base, cap=self._t.idp_backoff_max)
-        state.backoff = Backoff(failures, self._clock.now() + delay, code)
-        with contextlib.suppress(StoreUnavailable):
-            await self._store.set_backoff(state.realm, state.backoff)
-        await self._emit(
-            "token.fetch_failed",
-            realm=state.realm,
-            reason=code,
-            credential_version=credentials.version,
-            outcome="failure",
-        )
-
-    async def _record_success(self, state: RealmState) -> None:
-        state.last_error = None
-        state.last_refresh = self._clock.now()
-        if state.backoff is not None:
-            await self._clear_backoff(state)
-
-    async def _clear_backoff(self, state: RealmState) -> None:
-        state.backoff = None
-        with contextlib.suppress(StoreUnavailable):
-            await self._store.clear_backoff(state.realm)
 
     # -- generations and invalidations ------------------------------------------------
 
@@ -516,7 +488,7 @@ class TokenBroker:
     async def _follow_invalidations(self) -> None:
         async for item in self._store.invalidations():
             if item is None:
-                await self._catch_up()
+                self._catching_up = asyncio.create_task(self._catch_up_until_done())
                 continue
             state = self._realms.get(item.realm)
             if state is None or item.generation <= state.generation:
@@ -526,9 +498,16 @@ class TokenBroker:
             if item.reason == "rotated":
                 state.credentials = None  # re-read from Vault on the next fetch
 
-    async def _catch_up(self) -> None:
+    async def _catch_up_until_done(self) -> None:
+        delay = 0.2
+        while not await self._catch_up():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _catch_up(self) -> bool:
         """After (re)subscribing: drop what was evicted meanwhile, and share again what the
-        store lost (a restarted Redis) so other replicas need not call the IdP."""
+        store lost (a restarted Redis) so other replicas need not call the IdP. Returns
+        whether it got through."""
         for state in list(self._realms.values()):
             token = state.token
             if token is None:
@@ -545,7 +524,8 @@ class TokenBroker:
                         state.realm, token, ttl, generation=state.generation, only_if_absent=True
                     )
             except StoreUnavailable:
-                return
+                return False
+        return True
 
     # -- Vault version watch ----------------------------------------------------------
 
@@ -563,7 +543,10 @@ class TokenBroker:
                         continue
                     fresh = await self._secrets.credentials(state.realm)
                 except BrokerError as exc:
-                    log.warning("vault version check failed", extra={"realm": state.realm, "error": exc.slug})
+                    log.warning(
+                        "vault version check failed",
+                        extra={"realm": state.realm, "error": exc.slug},
+                    )
                     continue
                 await self._use_credentials(state, fresh, reason="vault-version")
 
@@ -573,14 +556,19 @@ class TokenBroker:
                 try:
                     await self._obtain(state.realm, from_new_secret)
                 except BrokerError as exc:
-                    log.warning("fetch with the new secret failed", extra={"realm": state.realm, "error": exc.slug})
+                    log.warning(
+                        "fetch with the new secret failed",
+                        extra={"realm": state.realm, "error": exc.slug},
+                    )
 
     # -- background refresh -----------------------------------------------------------
 
     def _remember(self, state: RealmState, token: AccessToken) -> None:
         current = state.token
-        if current is None or token.expires_at >= current.expires_at or (
-            token.credential_version > current.credential_version
+        if (
+            current is None
+            or token.expires_at >= current.expires_at
+            or (token.credential_version > current.credential_version)
         ):
             state.token = token
         refresher = self._refreshers.get(state.realm)
@@ -622,58 +610,17 @@ class TokenBroker:
                     # Tokens too short-lived to refresh ahead: do not spin on the IdP.
                     await asyncio.sleep(retry)
             except BrokerError as exc:
-                log.warning("background refresh failed", extra={"realm": state.realm, "error": exc.slug})
+                log.warning(
+                    "background refresh failed", extra={"realm": state.realm, "error": exc.slug}
+                )
                 await asyncio.sleep(exc.retry_after or retry)
                 retry = min(retry * 2, self._t.refresh_retry_max)
 
     # -- audit ------------------------------------------------------------------------
 
-    async def _emit(
-        self,
-        event: str,
-        *,
-        realm: str,
-        caller: str | None = None,
-        source: str | None = None,
-        token: AccessToken | None = None,
-        credential_version: int | None = None,
-        reason: str | None = None,
-        outcome: str = "success",
-        ctx: RequestContext | None = None,
-    ) -> None:
-        await self._audit.emit(
-            AuditEvent(
-                event=event,
-                time=self._clock.now(),
-                outcome=outcome,
-                realm=realm,
-                caller=caller,
-                source=source,
-                reason=reason,
-                token_sha256=token.fingerprint() if token else None,
-                token_expires_at=token.expires_at if token else None,
-                credential_version=credential_version,
-                request_id=ctx.request_id if ctx else None,
-                client_ip=ctx.client_ip if ctx else None,
-            )
-        )
-
     async def _audit_denied(
         self, caller: str | None, realm: str, reason: str, ctx: RequestContext
     ) -> None:
-        await self._emit(
+        await self._audit.record(
             "token.denied", realm=realm, caller=caller, reason=reason, outcome="denied", ctx=ctx
         )
-
-
-def _error_from_code(code: str, *, retry_after: int) -> UpstreamError:
-    """The error a realm in backoff answers with: the kind of its last failure."""
-    slug, _, reason = code.partition(":")
-    detail = f"the identity provider failed recently; next attempt in {retry_after} s"
-    if slug == IdPRejected.slug:
-        rejected = IdPRejected(detail, reason=reason or "rejected")
-        rejected.retry_after = retry_after
-        return rejected
-    if slug == IdPBadResponse.slug:
-        return IdPBadResponse(detail, retry_after=retry_after)
-    return IdPUnavailable(detail, retry_after=retry_after)

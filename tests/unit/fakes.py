@@ -81,6 +81,11 @@ class FakeSecretSource:
         self.version_reads += 1
         return self._lookup(realm).version
 
+    async def list_realms(self) -> list[str]:
+        if self.unavailable:
+            raise SecretSourceUnavailable("the fake secret source is switched off")
+        return sorted(self.realms)
+
     def rotate(self, realm: str) -> RealmCredentials:
         """A new version of the realm's secret, as a security team's rotation writes it."""
         fresh = realm_credentials(realm, version=self.realms[realm].version + 1)
@@ -130,7 +135,7 @@ class FakeIssuer:
         if self.fail_with is not None:
             raise self.fail_with
         if credentials.version in self.refused_versions:
-            raise IdPRejected("the identity provider answered 'invalid_client'", reason="invalid_client")
+            raise IdPRejected("the IdP answered 'invalid_client'", reason="invalid_client")
         now = self._clock.now()
         token = AccessToken(
             value=f"token-{credentials.realm}-{len(self.issued) + 1}",

@@ -170,11 +170,6 @@ def test_duplicate_subjects_are_rejected() -> None:
     assert "duplicate jwt_subject" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PolicySpec._unique is a model validator, so its error has an empty loc and "
-    "the message reads 'policy: ...' without the index of the repeated entry",
-)
 def test_duplicate_caller_error_names_the_repeating_entry() -> None:
     """A duplicate's error names the entry that repeats an earlier one (callers.1)."""
     message = policy_error(

@@ -72,9 +72,7 @@ def test_satisfies_fails_below_min_ttl() -> None:
     assert not rules.satisfies(token(lifetime=89), now=NOW, skew=30, min_ttl=60)
 
 
-@pytest.mark.parametrize(
-    "name", ["acme", "a", "9", "Acme-Prod_1.eu", "x" * 64, "a..b", "a-"]
-)
+@pytest.mark.parametrize("name", ["acme", "a", "9", "Acme-Prod_1.eu", "x" * 64, "a..b", "a-"])
 def test_valid_realm_names_are_accepted(name: str) -> None:
     """Names of 1 to 64 ASCII letters, digits, dot, dash, underscore, led by an alphanumeric."""
     assert rules.is_valid_realm(name)
@@ -96,8 +94,8 @@ def test_valid_realm_names_are_accepted(name: str) -> None:
         "-acme",
         "_acme",
         "acmé",
-        "ａｃｍｅ",  # fullwidth letters
-        "acme١",  # an Arabic-Indic digit
+        "\uff41\uff43\uff4d\uff45",  # "acme" in fullwidth letters
+        "acme\u0661",  # an Arabic-Indic digit one
         "acme%2F",
         "acme:prod",
     ],

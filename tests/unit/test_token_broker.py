@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -31,7 +31,7 @@ from broker.core.errors import (
     RealmNotFound,
     UpstreamError,
 )
-from broker.core.models import AccessToken, TokenSource
+from broker.core.models import AccessToken, Cached, TokenSource
 from broker.core.policy import Caller
 from broker.core.ports import Clock
 
@@ -54,11 +54,20 @@ BACKOFF_CEILING = 1.0
 class Harness:
     """One broker on fakes, and the fakes to steer and inspect it."""
 
-    def __init__(self, *, clock: Clock, timings: BrokerTimings, lifetime: float) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        timings: BrokerTimings,
+        lifetime: float,
+        secrets: FakeSecretSource | None = None,
+        shared: MemoryTokenStore | None = None,
+    ) -> None:
         self.clock = clock
-        self.secrets = FakeSecretSource.with_realms("acme", "globex")
+        self.secrets = secrets or FakeSecretSource.with_realms("acme", "globex")
         self.issuer = FakeIssuer(clock, lifetime=lifetime)
-        self.shared = MemoryTokenStore(clock=clock)  # what another replica would see
+        # What every replica sees; pass one harness's `shared` to another to make a peer.
+        self.shared = shared or MemoryTokenStore(clock=clock)
         self.store = FailingStore(self.shared)
         self.audit = RecordingAuditSink()
         self.broker = TokenBroker(
@@ -88,9 +97,19 @@ async def make_harness() -> AsyncIterator[MakeHarness]:
     made: list[Harness] = []
 
     def make(
-        *, clock: Clock | None = None, timings: BrokerTimings = FAST, lifetime: float = 3600
+        *,
+        clock: Clock | None = None,
+        timings: BrokerTimings = FAST,
+        lifetime: float = 3600,
+        peer_of: Harness | None = None,
     ) -> Harness:
-        harness = Harness(clock=clock or FakeClock(), timings=timings, lifetime=lifetime)
+        harness = Harness(
+            clock=clock or (peer_of.clock if peer_of else FakeClock()),
+            timings=timings,
+            lifetime=lifetime,
+            secrets=peer_of.secrets if peer_of else None,
+            shared=peer_of.shared if peer_of else None,
+        )
         made.append(harness)
         return harness
 
@@ -373,12 +392,12 @@ async def test_store_failing_after_the_read_still_serves(
     h: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A store that dies between the read and the lock does not fail the request."""
-    original_get = h.store.get
+    original_get: Callable[[str], Awaitable[Cached]] = h.store.get
 
-    async def get_then_die(realm: str) -> AccessToken | None:
-        token = await original_get(realm)
+    async def get_then_die(realm: str) -> Cached:
+        cached = await original_get(realm)
         h.store.down = True
-        return token
+        return cached
 
     monkeypatch.setattr(h.store, "get", get_then_die)
 
@@ -437,6 +456,30 @@ async def test_peer_leaving_without_a_token_makes_the_broker_fetch(h: Harness) -
     await eventually(lambda: h.store.calls["lock_held"] >= 1)
 
     await h.shared.release_lock("acme", "peer-replica")
+    issued = await request
+
+    assert (TokenSource.IDP, 1) == (issued.source, h.issuer.fetches)
+
+
+async def test_peer_dying_with_the_lock_is_taken_over_after_its_lease(h: Harness) -> None:
+    """A lock holder that dies (its lease runs out) does not block the realm for good."""
+    await h.shared.acquire_lock("acme", "dead-replica", 15)
+    request = asyncio.create_task(h.broker.token("acme"))
+    await eventually(lambda: h.store.calls["lock_held"] >= 1)
+
+    h.advance(16)
+    issued = await request
+
+    assert (TokenSource.IDP, 1) == (issued.source, h.issuer.fetches)
+
+
+async def test_peer_too_slow_is_given_up_on_after_peer_wait(h: Harness) -> None:
+    """A peer that keeps the lock past peer_wait without a token makes the broker fetch."""
+    await h.shared.acquire_lock("acme", "stuck-replica", 3600)
+    request = asyncio.create_task(h.broker.token("acme"))
+    await eventually(lambda: h.store.calls["lock_held"] >= 1)
+
+    h.advance(FAST.peer_wait + 1)
     issued = await request
 
     assert (TokenSource.IDP, 1) == (issued.source, h.issuer.fetches)
@@ -680,6 +723,128 @@ async def test_secret_rotation_is_audited(h: Harness) -> None:
     [event] = h.audit.named("credentials.rotated")
 
     assert ("acme", 2) == (event.realm, event.credential_version)
+
+
+# --- eviction, rotation and other replicas ----------------------------------------------
+
+ADMIN = "secops"
+
+
+async def test_evict_drops_the_cached_token(h: Harness) -> None:
+    """After an eviction the next request fetches a new token instead of the old one."""
+    await h.broker.token("acme")
+
+    await h.broker.evict("acme", actor=ADMIN, ctx=CTX)
+    issued = await h.broker.token("acme")
+
+    assert (TokenSource.IDP, "token-acme-2") == (issued.source, issued.token.value)
+
+
+async def test_evict_drops_the_token_from_the_shared_store(h: Harness) -> None:
+    """An eviction removes the token other replicas would read from the store."""
+    await h.broker.token("acme")
+
+    await h.broker.evict("acme", actor=ADMIN, ctx=CTX)
+
+    assert (await h.shared.get("acme")).token is None
+
+
+async def test_evict_is_audited_with_the_evicted_token_prefix(h: Harness) -> None:
+    """An eviction records token.evicted with the actor and the dropped token's prefix."""
+    issued = await h.broker.token("acme")
+
+    await h.broker.evict("acme", actor=ADMIN, ctx=CTX)
+
+    [event] = h.audit.named("token.evicted")
+    assert (ADMIN, "acme", issued.token.fingerprint()) == (
+        event.caller,
+        event.realm,
+        event.token_sha256,
+    )
+
+
+async def test_fetch_in_flight_during_an_eviction_is_not_served(h: Harness) -> None:
+    """A token whose fetch began before an eviction is discarded; callers get a newer one."""
+    gate = h.issuer.block()
+    request = asyncio.create_task(h.broker.token("acme"))
+    await eventually(lambda: h.issuer.fetches == 1)
+
+    await h.broker.evict("acme", actor=ADMIN, ctx=CTX)
+    gate.set()
+    issued = await request
+
+    assert ("token-acme-2", 2) == (issued.token.value, h.issuer.fetches)
+
+
+async def test_rotate_fetches_with_the_new_secret(h: Harness) -> None:
+    """rotate() re-reads the realm's secret and fetches a token with the new version."""
+    await h.broker.token("acme")
+    h.secrets.rotate("acme")
+
+    status = await h.broker.rotate("acme", actor=ADMIN, ctx=CTX)
+
+    assert ([1, 2], 2, True) == (h.issuer.versions_seen, status.credential_version, status.cached)
+
+
+async def test_eviction_on_one_replica_drops_the_token_on_another(
+    make_harness: MakeHarness,
+) -> None:
+    """An eviction is broadcast: a peer replica sharing the store drops its token too."""
+    first = make_harness()
+    second = make_harness(peer_of=first)
+    second.broker.start()
+    await second.broker.token("acme")
+
+    await first.broker.evict("acme", actor=ADMIN, ctx=CTX)
+
+    await eventually(lambda: not second.broker.realm_status("acme").cached)
+
+
+async def test_new_secret_version_in_vault_is_picked_up(make_harness: MakeHarness) -> None:
+    """A secret rotated in Vault is noticed by the version watch and used for a new token."""
+    h = make_harness(timings=BrokerTimings(vault_poll=0.01))
+    h.broker.start()
+    await h.broker.token("acme")
+
+    h.secrets.rotate("acme")
+    await eventually(lambda: [1, 2] == h.issuer.versions_seen)
+    issued = await h.broker.token("acme")
+
+    assert (TokenSource.MEMORY, 2) == (issued.source, issued.token.credential_version)
+
+
+async def test_realm_status_reports_the_cached_token(h: Harness) -> None:
+    """A realm's status shows its cached token's expiry and credential version."""
+    issued = await h.broker.token("acme")
+
+    status = h.broker.realm_status("acme")
+
+    assert (True, issued.token.expires_at, 1, None) == (
+        status.cached,
+        status.expires_at,
+        status.credential_version,
+        status.last_error,
+    )
+
+
+async def test_realm_status_reports_the_last_error(h: Harness) -> None:
+    """A realm whose last fetch failed shows why."""
+    h.issuer.fail_with = IdPUnavailable("down")
+    with pytest.raises(IdPUnavailable):
+        await h.broker.token("acme")
+
+    assert (False, "idp-unavailable") == (
+        h.broker.realm_status("acme").cached,
+        h.broker.realm_status("acme").last_error,
+    )
+
+
+async def test_unknown_realm_leaves_no_status_behind(h: Harness) -> None:
+    """A realm that turned out not to exist is not listed among the realms."""
+    with pytest.raises(RealmNotFound):
+        await h.broker.token("initech")
+
+    assert [] == list(h.broker.realm_statuses())
 
 
 # --- background refresh (real time: lifetimes of a second or two) ------------------------

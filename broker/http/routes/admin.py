@@ -52,7 +52,9 @@ def require_admin(caller: Caller, realm: str) -> None:
     summary="Re-read the realm's credentials, drop its token everywhere, fetch a new one",
     responses=problem_responses(401, 403, 404, 422, 502, 503),
 )
-async def rotate(realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep) -> RealmStatusBody:
+async def rotate(
+    realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep
+) -> RealmStatusBody:
     require_admin(caller, realm)
     return RealmStatusBody.of(await broker.rotate(realm, actor=caller.name, ctx=ctx))
 
@@ -63,7 +65,9 @@ async def rotate(realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: Co
     summary="Evict the realm's cached token on every replica",
     responses=problem_responses(401, 403, 422, 503),
 )
-async def evict(realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep) -> Response:
+async def evict(
+    realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep
+) -> Response:
     require_admin(caller, realm)
     await broker.evict(realm, actor=caller.name, ctx=ctx)
     return Response(status_code=204)
