@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     refresh_before: int = Field(default=300, ge=0, le=3600)
     max_header_bytes: int = Field(default=16384, ge=1024, le=1048576)
 
+    @field_validator(
+        "vault_token", "vault_role_id", "vault_secret_id", "vault_k8s_role", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # An empty variable (a chart value left blank) means "not configured".
+        return None if value == "" else value
+
     @field_validator("vault_addr", "idp_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
