@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from broker import audit_cli, keygen
 from broker.adapters.policy_file import read_policy
 from broker.core.policy import PolicyError
 from broker.logs import configure_logging
@@ -51,7 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start the stack, fetch one token through the broker, stop",
     )
+    from broker.client import cli as token_cli
+
+    token_cli.add_parser(commands)
+    keygen.add_parser(commands)
+    audit_cli.add_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "keygen":
+        return keygen.run(args)
+    if args.command == "audit":
+        return audit_cli.run(args)
+    if args.command == "token":
+        return token_cli.run(args)
     if args.command == "serve":
         return serve()
     from broker.devstack.dev import run_dev
