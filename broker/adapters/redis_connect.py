@@ -22,7 +22,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import EqualJitterBackoff
@@ -125,6 +125,29 @@ class SentinelMasterRedis(aioredis.Redis):
             await pool.sentinel_manager.aclose()
 
 
+class _InitialisingClusterPubSub(ClusterPubSub):
+    """redis-py's cluster pub/sub looks the channel's slot up in the client's slot map,
+    which is empty until the client's first command (a `KeyError`, not a `RedisError`):
+    learn the cluster first. `initialize()` is a no-op once the map is current."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self.cluster.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+class BrokerRedisCluster(aioredis.RedisCluster):
+    """`RedisCluster` whose pub/sub works as the broker's first command."""
+
+    def pubsub(
+        self,
+        node: ClusterNode | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
+    ) -> ClusterPubSub:
+        return _InitialisingClusterPubSub(self, node=node, host=host, port=port, **kwargs)
+
+
 def connect_ha(url: str, *, client_name: str) -> RedisClient:
     """A client for a Sentinel or Cluster URL; nothing is contacted until the first command."""
     endpoint = parse_redis_url(url)
@@ -139,7 +162,7 @@ def connect_ha(url: str, *, client_name: str) -> RedisClient:
         "retry": Retry(_FAILOVER_BACKOFF, _FAILOVER_RETRY_COUNT),
     }
     if endpoint.kind == "cluster":
-        return aioredis.RedisCluster(
+        return BrokerRedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in endpoint.nodes],
             # A slot whose master is gone answers CLUSTERDOWN until its replica takes
             # over; other slots keep working meanwhile.

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 
@@ -33,7 +34,7 @@ def _wait(condition: Callable[[], bool], *, what: str, timeout: float) -> None:
 
 
 def _cluster_state(client: redis.Redis) -> str:
-    raw = client.execute_command("CLUSTER", "INFO")
+    raw = _command(client, "CLUSTER", "INFO")
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     for line in text.splitlines():
         if line.startswith("cluster_state:"):
@@ -42,21 +43,30 @@ def _cluster_state(client: redis.Redis) -> str:
 
 
 def _known_nodes(client: redis.Redis) -> int:
-    raw = client.execute_command("CLUSTER", "NODES")
+    raw = _command(client, "CLUSTER", "NODES")
     text = raw.decode() if isinstance(raw, bytes) else str(raw)
     return len([line for line in text.splitlines() if line.strip()])
 
 
 def _client(port: int) -> redis.Redis:
-    return redis.Redis(
-        host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2, retry=None
-    )
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _command(client: redis.Redis, *args: str | int) -> Any:
+    """One raw command; redis-py leaves `execute_command` unannotated."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _master_port(sentinel: RedisNode, service: str) -> int:
+    address = cast(tuple[str, int], sentinel.client().sentinel_get_master_addr_by_name(service))
+    return int(address[1])
 
 
 @dataclass
 class RedisNode:
     process: ManagedProcess
     port: int
+    bus_port: int | None = None
 
     def client(self) -> redis.Redis:
         return _client(self.port)
@@ -68,7 +78,9 @@ class RedisNode:
             self.process.proc.wait(timeout=5)
 
 
-def _start_node(log_dir: Path, name: str, extra: Sequence[str]) -> RedisNode:
+def _start_node(
+    log_dir: Path, name: str, extra: Sequence[str], *, bus_port: int | None = None
+) -> RedisNode:
     port = free_port()
     process = ManagedProcess(
         name,
@@ -89,7 +101,7 @@ def _start_node(log_dir: Path, name: str, extra: Sequence[str]) -> RedisNode:
         log_dir=log_dir,
     ).start()
     process.wait_until(tcp_open(port))
-    return RedisNode(process, port)
+    return RedisNode(process, port, bus_port)
 
 
 # -- Redis Cluster ----------------------------------------------------------------------
@@ -114,9 +126,9 @@ class RedisClusterSetup:
     def master_of(self, key: str) -> RedisNode:
         """The node currently serving `key`'s slot as master."""
         probe = self.live_nodes()[0].client()
-        slot = int(probe.execute_command("CLUSTER", "KEYSLOT", key))
+        slot = int(_command(probe, "CLUSTER", "KEYSLOT", key))
         ports = {node.port: node for node in self.live_nodes()}
-        for start, end, owner, *_ in probe.execute_command("CLUSTER", "SLOTS"):
+        for start, end, owner, *_ in _command(probe, "CLUSTER", "SLOTS"):
             if start <= slot <= end and int(owner[1]) in ports:
                 return ports[int(owner[1])]
         raise LookupError(f"no live master serves slot {slot}")
@@ -130,7 +142,7 @@ class RedisClusterSetup:
         self.killed.append(master)
 
         def promoted() -> bool:
-            role = replica.client().execute_command("ROLE")[0]
+            role = _command(replica.client(), "ROLE")[0]
             states = [_cluster_state(n.client()) for n in self.live_nodes()]
             return bool(role == b"master" and all(s == "ok" for s in states))
 
@@ -146,24 +158,27 @@ def start_redis_cluster(
     log_dir: Path, *, masters: int = 3, node_timeout_ms: int = 500, timeout: float = 30.0
 ) -> RedisClusterSetup:
     """Start `masters` masters and as many replicas and join them into one cluster."""
-    nodes = [
-        _start_node(
-            log_dir,
-            f"redis-cluster-{i}",
-            [
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                str(log_dir / f"redis-cluster-{i}.nodes.conf"),
-                "--cluster-node-timeout",
-                str(node_timeout_ms),
-                # The bus port is named explicitly: port + 10000 may be out of range.
-                "--cluster-port",
-                str(free_port()),
-            ],
+    nodes = []
+    for i in range(masters * 2):
+        # The bus port is named explicitly: port + 10000 may be out of range.
+        bus_port = free_port()
+        nodes.append(
+            _start_node(
+                log_dir,
+                f"redis-cluster-{i}",
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(log_dir / f"redis-cluster-{i}.nodes.conf"),
+                    "--cluster-node-timeout",
+                    str(node_timeout_ms),
+                    "--cluster-port",
+                    str(bus_port),
+                ],
+                bus_port=bus_port,
+            )
         )
-        for i in range(masters * 2)
-    ]
     setup = RedisClusterSetup(nodes[:masters], nodes[masters:])
     try:
         _form_cluster(setup, timeout=timeout)
@@ -177,20 +192,22 @@ def _form_cluster(setup: RedisClusterSetup, *, timeout: float) -> None:
     count = len(setup.masters)
     for index, master in enumerate(setup.masters):
         client = master.client()
-        client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+        _command(client, "CLUSTER", "SET-CONFIG-EPOCH", index + 1)
         first, last = index * _SLOTS // count, (index + 1) * _SLOTS // count - 1
-        client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+        _command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
     everyone = [*setup.masters, *setup.replicas]
+    seed = everyone[0]
+    assert seed.bus_port is not None
     for node in everyone[1:]:
-        node.client().execute_command("CLUSTER", "MEET", "127.0.0.1", everyone[0].port)
+        _command(node.client(), "CLUSTER", "MEET", "127.0.0.1", seed.port, seed.bus_port)
 
     def all_known() -> bool:
         return all(_known_nodes(n.client()) == len(everyone) for n in everyone)
 
     _wait(all_known, what="cluster nodes meet", timeout=timeout)
     for master, replica in zip(setup.masters, setup.replicas, strict=True):
-        master_id = master.client().execute_command("CLUSTER", "MYID").decode()
-        replica.client().execute_command("CLUSTER", "REPLICATE", master_id)
+        master_id = _command(master.client(), "CLUSTER", "MYID").decode()
+        _command(replica.client(), "CLUSTER", "REPLICATE", master_id)
 
     def whole() -> bool:
         if any(_cluster_state(n.client()) != "ok" for n in everyone):
@@ -221,21 +238,18 @@ class RedisSentinelSetup:
 
     def master_port(self) -> int:
         """The master's port as the first sentinel reports it."""
-        address = self.sentinels[0].client().sentinel_get_master_addr_by_name(self.service)
-        return int(address[1])
+        return _master_port(self.sentinels[0], self.service)
 
-    def failover(self, *, timeout: float = 15.0) -> None:
-        """`SENTINEL FAILOVER`: promote the replica; return once every sentinel names it
-        and it answers as master."""
+    def kill_master(self, *, timeout: float = 20.0) -> None:
+        """Crash the master; return once every sentinel names the promoted replica and it
+        answers as master (down-after 1 s, then the sentinels' election)."""
         target = self.replica.port
-        self.sentinels[0].client().execute_command("SENTINEL", "FAILOVER", self.service)
+        self.master.kill()
 
         def switched() -> bool:
-            for sentinel in self.sentinels:
-                address = sentinel.client().sentinel_get_master_addr_by_name(self.service)
-                if int(address[1]) != target:
-                    return False
-            return bool(self.replica.client().execute_command("ROLE")[0] == b"master")
+            if any(_master_port(s, self.service) != target for s in self.sentinels):
+                return False
+            return bool(_command(self.replica.client(), "ROLE")[0] == b"master")
 
         _wait(switched, what="sentinel failover", timeout=timeout)
         self.master, self.replica = self.replica, self.master
@@ -284,7 +298,7 @@ def start_redis_sentinel(
 
         def watching() -> bool:
             for sentinel in watchers:
-                state = sentinel.client().sentinel_master(service)
+                state = cast(dict[str, Any], sentinel.client().sentinel_master(service))
                 if state["num-other-sentinels"] < sentinels - 1 or state["num-slaves"] < 1:
                     return False
             return True

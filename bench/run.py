@@ -1,0 +1,173 @@
+"""`python -m bench.run`: start the stack, measure, print, write `docs/BENCHMARKS.md`.
+
+    .venv/bin/python -m bench.run                  # full run, Python load generator
+    .venv/bin/python -m bench.run --generator both # hot path also with wrk (apt install wrk)
+    .venv/bin/python -m bench.run --quick --output /tmp/b.md   # seconds per scenario
+
+Everything runs on 127.0.0.1; every load loop is bounded by its duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import report, scenarios
+from bench.load import wrk_available
+from bench.procinfo import BrokerProcesses
+from bench.procinfo import available as proc_available
+from bench.stack import BenchStack, bench_stack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers per broker")
+    parser.add_argument("--quick", action="store_true", help="a few seconds per scenario")
+    parser.add_argument("--connections", type=int, help="hot-path connections (default 32)")
+    parser.add_argument("--duration", type=float, help="seconds per hot-path round (default 5)")
+    parser.add_argument("--rounds", type=int, help="hot-path rounds A B C (default 3)")
+    parser.add_argument(
+        "--generator",
+        choices=["python", "wrk", "both"],
+        default="python",
+        help="hot-path load generator (default: python; wrk must be on PATH)",
+    )
+    parser.add_argument("--callers", type=int, default=300, help="stampede callers")
+    parser.add_argument("--stampede-runs", type=int, help="stampede runs (default 5)")
+    parser.add_argument("--lifetime", type=int, help="refresh: token lifetime, s (default 8)")
+    parser.add_argument("--lifetimes", type=int, help="refresh: lifetimes to run (default 5)")
+    parser.add_argument("--startups", type=int, help="start-up measurements (default 5)")
+    parser.add_argument(
+        "--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="report path"
+    )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the process logs")
+    return parser
+
+
+def _defaults(args: argparse.Namespace) -> None:
+    quick = args.quick
+    for name, full, fast in (
+        ("connections", 32, 16),
+        ("duration", 5.0, 1.0),
+        ("rounds", 3, 1),
+        ("stampede_runs", 5, 1),
+        ("lifetime", 8, 4),
+        ("lifetimes", 5, 2),
+        ("startups", 5, 1),
+    ):
+        if getattr(args, name) is None:
+            setattr(args, name, fast if quick else full)
+
+
+def _say(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+async def measure(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
+    generators = ["python", "wrk"] if args.generator == "both" else [args.generator]
+    if "wrk" in generators and not wrk_available():
+        raise SystemExit("bench: --generator wrk needs wrk on PATH (apt-get install wrk)")
+
+    _say(f"hot path: starting a broker with {args.workers} worker(s)")
+    hot_broker = stack.start_broker(name="broker-hot")
+    realm = stack.new_realm("hot")
+    targets = scenarios.hot_path_targets(stack, hot_broker.url, realm)
+    processes = BrokerProcesses.of(hot_broker.process.proc.pid)  # type: ignore[union-attr]
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(max(1, args.workers) * 4):  # warm every worker's memory cache
+            response = await client.get(targets[0].url, headers=targets[0].headers)
+            response.raise_for_status()
+    if proc_available():
+        results.rest_rss = processes.worker_rss()
+        results.rest_supervisor_rss = processes.supervisor_rss()
+    sampler = scenarios.MemorySampler(processes)
+    for generator in generators:
+        _say(f"hot path ({generator}): {args.rounds} round(s) x 3 targets x {args.duration:g} s")
+        results.hot[generator] = await scenarios.hot_path(
+            targets,
+            generator=generator,
+            connections=args.connections,
+            duration=args.duration,
+            rounds=args.rounds,
+            workdir=stack.workdir,
+            sampler=sampler,
+        )
+    results.load_rss = sampler.peak_worker_rss
+    hot_broker.process.stop()
+    stack.processes.remove(hot_broker.process)
+
+    _say(f"stampede: 3 replicas, {args.callers} callers, {args.stampede_runs} run(s)")
+    shared = stack.broker_env()
+    replicas = [stack.start_broker(name=f"broker-replica-{i}", **shared) for i in range(3)]
+    for _ in range(args.stampede_runs):
+        run = await scenarios.stampede(stack, [r.url for r in replicas], callers=args.callers)
+        results.stampede.append(run)
+    for replica in replicas:
+        replica.process.stop()
+        stack.processes.remove(replica.process)
+
+    _say(f"refresh: {args.lifetimes} lifetimes of {args.lifetime} s")
+    results.refresh = await scenarios.refresh_ahead(
+        stack, lifetime=args.lifetime, lifetimes=args.lifetimes, callers=8, pace=0.02
+    )
+
+    _say(f"start-up: {args.startups} fresh broker(s)")
+    results.startup = await asyncio.to_thread(
+        scenarios.startup_seconds, stack, attempts=args.startups
+    )
+
+
+def _run(coroutine: object) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(coroutine)  # type: ignore[arg-type]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _defaults(args)
+    command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    results = report.Results(
+        command=command.strip(),
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        workers=args.workers,
+        quick=args.quick,
+        connections=args.connections,
+        duration=args.duration,
+        rounds=args.rounds,
+    )
+    with bench_stack(workers=args.workers, keep=args.keep_logs) as stack:
+        _run(measure(stack, args, results))
+
+    output: Path = args.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    plot_path = output.parent / "refresh-latency.png"
+    plot_name = None
+    if results.refresh is not None and report.plot_refresh(results.refresh, plot_path):
+        plot_name = plot_path.name
+    elif results.refresh is not None:
+        _say("matplotlib not installed (pip install -e '.[bench]'): no refresh plot")
+    notes = report.kept_notes(output)
+    output.write_text(report.markdown(results, plot_name=plot_name, notes=notes))
+    print(report.summary_table(results), flush=True)
+    _say(f"report written to {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
