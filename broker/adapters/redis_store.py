@@ -1,6 +1,7 @@
 """`RedisTokenStore`: tokens, fetch locks and signals shared by every replica via Redis.
 
-Keys (DESIGN.md, "Redis layout"), each touched alone so Redis Cluster is fine:
+Keys (DESIGN.md, "Redis layout"; the realm in braces is a Redis Cluster hash tag, so
+all of a realm's keys share a slot):
 - `{prefix}:token:{realm}`: `{"g": generation, "t": sealed token}` with a TTL from the
   token's expiry; after an eviction a tombstone `{"g": generation}`. The generation
   lives in the same key so "store unless evicted since the fetch began" is one atomic
@@ -256,7 +257,7 @@ class RedisTokenStore:
     # -- shared backoff -----------------------------------------------------------------
 
     def _backoff_key(self, realm: str) -> str:
-        return f"{self._prefix}:backoff:{realm}"
+        return rules.backoff_key(self._prefix, realm)
 
     async def get_backoff(self, realm: str) -> Backoff | None:
         with self._guard():

@@ -45,9 +45,19 @@ def refresh_at(token: AccessToken, *, skew: float, refresh_before: float) -> flo
     return token.expires_at - skew - lead
 
 
+def realm_key(prefix: str, kind: str, realm: str) -> str:
+    """`{prefix}:{kind}:{realm}` with the realm in braces, a Redis Cluster hash tag: every
+    key of one realm (token, lock, backoff) lands in the same hash slot."""
+    return f"{prefix}:{kind}:{{{realm}}}"
+
+
 def token_key(prefix: str, realm: str) -> str:
-    return f"{prefix}:token:{realm}"
+    return realm_key(prefix, "token", realm)
 
 
 def lock_key(prefix: str, realm: str) -> str:
-    return f"{prefix}:lock:{realm}"
+    return realm_key(prefix, "lock", realm)
+
+
+def backoff_key(prefix: str, realm: str) -> str:
+    return realm_key(prefix, "backoff", realm)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import redis
 
+from broker.core.rules import token_key
 from stack import Stack
 
 
 def stored_value(stack: Stack, prefix: str, realm: str) -> bytes:
-    value = redis.Redis.from_url(stack.redis.url).get(f"{prefix}:token:{realm}")
+    value = redis.Redis.from_url(stack.redis.url).get(token_key(prefix, realm))
     assert value is not None
     return value
 
@@ -33,7 +34,7 @@ def test_value_moved_to_another_realm_is_rejected(stack: Stack) -> None:
     acme, globex = stack.new_realm("acme"), stack.new_realm("globex")
     acme_token = stack.get_token(first_broker.url, acme.name).json()["access_token"]
     client = redis.Redis.from_url(stack.redis.url)
-    client.set(f"{prefix}:token:{globex.name}", stored_value(stack, prefix, acme.name), ex=600)
+    client.set(token_key(prefix, globex.name), stored_value(stack, prefix, acme.name), ex=600)
 
     fresh_broker = stack.start_broker(name="broker-b", **env)  # nothing in its memory
     response = stack.get_token(fresh_broker.url, globex.name)

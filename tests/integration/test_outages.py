@@ -51,9 +51,8 @@ def test_redis_outage_serves_from_memory_and_sharing_resumes(stack: Stack) -> No
     restarted = start_redis(stack.log_dir, name="redis-outage-2", port=own.port)
     stack.processes.append(restarted.process)
     client = redis.Redis.from_url(restarted.url)
-    prefix = stack.broker_env()["BROKER_KEY_PREFIX"]  # noqa: F841 - brokers share their own
     wait_for(
-        lambda: any(k.endswith(f":token:{realm.name}".encode()) for k in client.keys("*")),
+        lambda: any(k.endswith(f":token:{{{realm.name}}}".encode()) for k in client.keys("*")),
         timeout=20,
         message="the first replica did not share its token again after Redis returned",
     )
@@ -62,7 +61,9 @@ def test_redis_outage_serves_from_memory_and_sharing_resumes(stack: Stack) -> No
 
 
 @pytest.mark.parametrize("token_lifetime", [10], indirect=True)
-def test_idp_outage_backs_off_across_replicas_and_recovers(stack: Stack, token_lifetime: int) -> None:
+def test_idp_outage_backs_off_across_replicas_and_recovers(
+    stack: Stack, token_lifetime: int
+) -> None:
     """IdP down for 60 s under three replicas: the cached token is served while valid, then
     503 with Retry-After; IdP requests stay within the shared backoff schedule; service
     recovers without a restart."""
@@ -92,7 +93,10 @@ def test_idp_outage_backs_off_across_replicas_and_recovers(stack: Stack, token_l
             )
             stack.served_tokens(response)
             statuses.append(response.status_code)
-            if response.status_code == 200 and time.monotonic() - outage_started < token_lifetime - 4:
+            if (
+                response.status_code == 200
+                and time.monotonic() - outage_started < token_lifetime - 4
+            ):
                 served_during_validity.append(response.json()["access_token"])
             if response.status_code == 503:
                 retry_afters.append(response.headers.get("retry-after", ""))
@@ -129,7 +133,9 @@ def test_vault_stopped_after_start_up_keeps_issuing_and_refreshing(
         BROKER_REFRESH_BEFORE="2",
     )
     realm = stack.new_realm(in_vault=False)
-    bao.write_realm(realm.name, {"client_id": realm.client_id, "client_secret": realm.client_secret})
+    bao.write_realm(
+        realm.name, {"client_id": realm.client_id, "client_secret": realm.client_secret}
+    )
     first = stack.get_token(broker.url, realm.name, min_ttl=1).json()["access_token"]
     bao.process.stop()
     tokens = set()

@@ -8,6 +8,7 @@ import httpx
 import jwt
 import pytest
 import redis
+from broker.core.rules import token_key
 from stack import Realm, Stack, bearer
 
 PROBLEM = "application/problem+json"
@@ -76,7 +77,7 @@ def test_token_is_cached_in_redis_with_ttl_from_exp(stack: Stack) -> None:
     body = get_token(stack, url, realm.name).json()
     exp = jwt.decode(body["access_token"], options={"verify_signature": False})["exp"]
     client = redis.Redis.from_url(stack.redis.url)
-    ttl = client.ttl(f"{prefix}:token:{realm.name}")
+    ttl = client.ttl(token_key(prefix, realm.name))
     assert abs((exp - time.time() - 30) - ttl) <= 2
 
 
@@ -205,7 +206,7 @@ def test_idp_misbehaving_is_502_and_nothing_is_cached(stack: Stack, mode: str) -
         assert_problem(get_token(stack, url, realm.name), 502)
     finally:
         stack.idp_control("DELETE", "/faults")
-    assert 0 == redis.Redis.from_url(stack.redis.url).exists(f"{prefix}:token:{realm.name}")
+    assert 0 == redis.Redis.from_url(stack.redis.url).exists(token_key(prefix, realm.name))
 
 
 def test_idp_hanging_past_the_timeout_is_503(stack: Stack) -> None:

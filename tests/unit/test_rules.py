@@ -106,10 +106,20 @@ def test_invalid_realm_names_are_rejected(name: str) -> None:
 
 
 def test_token_key_is_prefix_token_realm() -> None:
-    """A realm's token lives at {prefix}:token:{realm}."""
-    assert "atlas-broker:token:acme" == rules.token_key("atlas-broker", "acme")
+    """A realm's token lives at {prefix}:token:{realm}, the realm as a hash tag."""
+    assert "atlas-broker:token:{acme}" == rules.token_key("atlas-broker", "acme")
 
 
 def test_lock_key_shares_the_prefix() -> None:
     """A realm's fetch lock lives under the same prefix as its token."""
-    assert "atlas-broker:lock:acme" == rules.lock_key("atlas-broker", "acme")
+    assert "atlas-broker:lock:{acme}" == rules.lock_key("atlas-broker", "acme")
+
+
+def test_keys_of_one_realm_share_a_cluster_hash_slot() -> None:
+    """Token, lock and backoff keys of a realm carry the same hash tag, so one slot."""
+    keys = [
+        rules.token_key("p", "acme"),
+        rules.lock_key("p", "acme"),
+        rules.backoff_key("p", "acme"),
+    ]
+    assert {"acme"} == {key[key.index("{") + 1 : key.index("}")] for key in keys}
