@@ -4,13 +4,16 @@
 #   podman build -t atlas-broker .
 #   podman build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt -t atlas-broker .
 #   docker build --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest> -t atlas-broker .
+#   podman build --build-arg BASE_IMAGE=localhost/atlas-broker-base:bookworm -t atlas-broker .
 #
 # The optional `pip-ca` build secret is a PEM bundle that pip trusts instead of its own,
 # for builds behind a TLS-intercepting proxy; it is mounted only for the RUN that needs it
 # and never lands in a layer. docs/operations.md walks through the options.
 
+# Any image with Python 3.11+ as `python3` and its `venv` module: the official slim image
+# (/usr/local/bin/python3) or a Debian base with python3 and python3-venv (/usr/bin/python3).
 # Both stages use the same base so the virtual environment's interpreter symlink
-# (/opt/venv/bin/python -> /usr/local/bin/python3.11) resolves in the final image.
+# (/opt/venv/bin/python -> the base's python3) resolves in the final image.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
@@ -26,15 +29,18 @@ COPY pyproject.toml README.md ./
 COPY broker/ broker/
 
 # Build the wheel from the source tree, then install it (and its pinned dependencies) into
-# a virtual environment made without pip or setuptools: the builder's pip installs into it,
-# so the runtime image carries no installer. The final stage copies nothing else.
+# a virtual environment made without pip or setuptools. pip runs from a throwaway venv of
+# the builder (Debian's python3 has no pip of its own), so the runtime image carries no
+# installer. The final stage copies nothing else.
 RUN --mount=type=secret,id=pip-ca,required=false \
     set -eu; \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
-    python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels .; \
-    python -m venv --without-pip /opt/venv; \
-    python -m pip --python /opt/venv/bin/python install --no-cache-dir /tmp/wheels/*.whl; \
-    rm -rf /tmp/wheels
+    python3 -m venv /opt/pip; \
+    /opt/pip/bin/python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels .; \
+    python3 -m venv --without-pip /opt/venv; \
+    /opt/pip/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+        /tmp/wheels/*.whl; \
+    rm -rf /tmp/wheels /opt/pip
 
 FROM ${BASE_IMAGE}
 
