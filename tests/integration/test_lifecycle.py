@@ -6,11 +6,8 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 
 import httpx
-import pytest
-
 from stack import Realm, Stack, bearer
 
 
@@ -104,11 +101,17 @@ def test_rotate_operation_uses_the_new_secret_at_once(stack: Stack) -> None:
     with RequestStream(stack, broker.url, realm.name) as stream:
         _, version = rotate_secret(stack, realm)
         response = httpx.post(
-            f"{broker.url}/v1/realms/{realm.name}/rotate", headers=bearer(stack.keys.admin), timeout=30
+            f"{broker.url}/v1/realms/{realm.name}/rotate",
+            headers=bearer(stack.keys.admin),
+            timeout=30,
         )
     assert 200 == response.status_code, response.text
     status = response.json()
-    assert (version, True, None) == (status["credential_version"], status["cached"], status["last_error"])
+    assert (version, True, None) == (
+        status["credential_version"],
+        status["cached"],
+        status["last_error"],
+    )
     assert old != stack.get_token(broker.url, realm.name).json()["access_token"]
     assert [] == stream.failures
 
@@ -118,8 +121,14 @@ def test_rotate_and_evict_need_the_admin_role(stack: Stack) -> None:
     broker = stack.start_broker()
     realm = stack.new_realm()
     headers = bearer(stack.keys.everything)
-    assert 403 == httpx.post(f"{broker.url}/v1/realms/{realm.name}/rotate", headers=headers).status_code
-    assert 403 == httpx.delete(f"{broker.url}/v1/realms/{realm.name}/token", headers=headers).status_code
+    assert (
+        403
+        == httpx.post(f"{broker.url}/v1/realms/{realm.name}/rotate", headers=headers).status_code
+    )
+    assert (
+        403
+        == httpx.delete(f"{broker.url}/v1/realms/{realm.name}/token", headers=headers).status_code
+    )
 
 
 def test_invalid_client_makes_the_broker_reread_vault(stack: Stack) -> None:
@@ -150,7 +159,9 @@ def test_eviction_reaches_every_replica_within_a_second(stack: Stack) -> None:
     evicted_at = time.monotonic()
     for replica in replicas:
         wait_for(
-            lambda url=replica.url: stack.get_token(url, realm.name).json()["access_token"] not in old,
+            lambda url=replica.url: (
+                stack.get_token(url, realm.name).json()["access_token"] not in old
+            ),
             timeout=max(0.1, 1.0 - (time.monotonic() - evicted_at)),
             message=f"{replica.url} still serves the evicted token",
         )
@@ -182,11 +193,13 @@ async def test_fetch_racing_an_eviction_does_not_resurrect_its_token(stack: Stac
     stack.idp_control("DELETE", "/faults")
     assert 200 == response.status_code
     fetched = [
-        e for e in stack.audit_events(broker.process)
+        e
+        for e in stack.audit_events(broker.process)
         if e["event"] == "token.fetched" and e["realm"] == realm.name
     ]
     issued = [
-        e for e in stack.audit_events(broker.process)
+        e
+        for e in stack.audit_events(broker.process)
         if e["event"] == "token.issued" and e["realm"] == realm.name
     ]
     assert 2 == len(fetched)  # the superseded fetch and the one after the eviction

@@ -8,8 +8,9 @@ import httpx
 import jwt
 import pytest
 import redis
+from stack import Realm, Stack
+
 from broker.core.rules import token_key
-from stack import Realm, Stack, bearer
 
 PROBLEM = "application/problem+json"
 
