@@ -7,6 +7,7 @@ credentials, and `secret=`/`token=`-style pairs.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -33,6 +34,20 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "taskName",
     "color_message",
 }
+
+
+# Request context (request id, caller, realm) merged into every line logged while a
+# request is handled, the access log included.
+_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context")
+
+
+def bind_log_context(**values: str) -> None:
+    """Add fields to the current request's log context."""
+    _context.set({**_context.get({}), **values})
+
+
+def clear_log_context() -> None:
+    _context.set({})
 
 
 def redact(text: str) -> str:
@@ -63,6 +78,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "event": record.getMessage(),
         }
+        entry.update(_context.get({}))
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -36,9 +36,13 @@ class LeakWatch:
 
     def scan(self, root: Path) -> list[str]:
         """Leaks in the output of the broker and the development IdP (OpenBao's dev
-        server prints its own root token by design, so its log is not ours to judge)."""
+        server prints its own root token by design, so its log is not ours to judge),
+        and in the audit files and spools the brokers wrote."""
         leaks = []
-        for path in root.rglob("*.log"):
+        paths = [
+            path for pattern in ("*.log", "*.jsonl", "*.spool") for path in root.rglob(pattern)
+        ]
+        for path in paths:
             if path.name.startswith("openbao"):
                 continue
             text = path.read_text(errors="replace")
@@ -111,6 +115,7 @@ class Stack:
             "BROKER_KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
             "BROKER_POLICY_FILE": str(self.keys.policy_file),
             "BROKER_LOG_LEVEL": "info",
+            "BROKER_AUDIT_SPOOL_DIR": str(self.log_dir / "spool"),
         }
         env.update(overrides)
         return env

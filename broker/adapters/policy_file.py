@@ -19,11 +19,15 @@ from broker.core.policy import Policy, PolicyError
 log = logging.getLogger(__name__)
 
 
-def read_policy(path: Path) -> Policy:
+def read_policy(path: Path, *, allow_empty: bool = True) -> Policy:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise PolicyError(f"{path}: {type(exc).__name__}") from exc
+    if data is None and not allow_empty:
+        # Most likely a file caught mid-write (truncated, not yet filled): taking it would
+        # lock every caller out. Removing every caller is spelt `callers: []`.
+        raise PolicyError(f"{path}: the file is empty")
     if data is not None and not isinstance(data, dict):
         raise PolicyError(f"{path}: the document must be a mapping")
     return Policy.from_mapping(data)
@@ -63,13 +67,16 @@ class PolicyFile:
         stamp = self._stat()
         if stamp is None or stamp == self._stamp:
             return
-        self._stamp = stamp
         try:
-            policy = read_policy(self._path)
+            policy = read_policy(self._path, allow_empty=False)
+            if self._stat() != stamp:
+                return  # changed while we read it: take it at the next check, whole
         except PolicyError as exc:
+            self._stamp = stamp
             log.error(
                 "policy file rejected, keeping the policy in force", extra={"error": str(exc)}
             )
             return
+        self._stamp = stamp
         self._policy = policy
         log.info("policy reloaded", extra={"callers": len(policy)})

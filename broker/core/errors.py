@@ -15,7 +15,9 @@
         ├── IdPUnavailable              503  the IdP cannot be reached or timed out
         ├── CredentialsInvalid          502  the realm's secret lacks client_id / client_secret
         ├── SecretSourceUnavailable     503  Vault cannot be reached
-        └── StoreUnavailable            503  Redis failed (the core falls back; rarely surfaces)
+        ├── StoreUnavailable            503  Redis failed (the core falls back; rarely surfaces)
+        ├── JwksUnavailable             503  a workload issuer's keys cannot be fetched
+        └── AuditUnavailable            503  BROKER_AUDIT_REQUIRED and no durable audit record
 
 `detail` is shown to callers: it never contains a token, a secret or a caller's key.
 """
@@ -137,3 +139,20 @@ class StoreUnavailable(UpstreamError):
     default_retry_after = 5
     slug = "token-store-unavailable"
     title = "The token store is unreachable"
+
+
+class JwksUnavailable(UpstreamError):
+    status = 503
+    default_retry_after = 5
+    slug = "jwks-unavailable"
+    title = "The workload identity issuer's keys cannot be fetched"
+
+
+class AuditUnavailable(UpstreamError):
+    """The audit trail could not record the event durably (neither Redis nor the spool),
+    and BROKER_AUDIT_REQUIRED forbids serving without it."""
+
+    status = 503
+    default_retry_after = 5
+    slug = "audit-unavailable"
+    title = "The audit trail cannot record the request"

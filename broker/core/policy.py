@@ -7,6 +7,7 @@ the comparison never runs over the secret itself.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,6 +15,27 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Role = Literal["auditor", "admin"]
+
+
+class RateLimitSpec(BaseModel):
+    """`rate_limit:` of a caller or `default_rate_limit:`: a steady rate and a burst."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int | None = Field(default=None, ge=1, le=1_000_000)
+
+    def limit(self) -> RateLimit:
+        # Without a burst, one second's worth of requests may arrive at once.
+        return RateLimit(self.per_second, self.burst or max(1, math.ceil(self.per_second)))
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`burst` requests at once, then one every `1 / per_second` seconds."""
+
+    per_second: float
+    burst: int
 
 
 class CallerSpec(BaseModel):
@@ -26,6 +48,7 @@ class CallerSpec(BaseModel):
     jwt_subject: str | None = Field(default=None, min_length=1)
     realms: tuple[str, ...] = ()
     roles: tuple[Role, ...] = ()
+    rate_limit: RateLimitSpec | None = None
 
     @model_validator(mode="after")
     def _one_credential(self) -> CallerSpec:
@@ -47,6 +70,7 @@ class PolicySpec(BaseModel):
 
     callers: tuple[CallerSpec, ...] = ()
     jwt_issuers: tuple[JwtIssuerSpec, ...] = ()
+    default_rate_limit: RateLimitSpec | None = None
 
     @model_validator(mode="after")
     def _unique(self) -> PolicySpec:
@@ -58,8 +82,11 @@ class PolicySpec(BaseModel):
             ),
             ("jwt_subject", [c.jwt_subject for c in self.callers if c.jwt_subject]),
         ):
-            if len(values) != len(set(values)):
-                raise ValueError(f"duplicate {label} in callers")
+            seen: set[str] = set()
+            for index, value in enumerate(values):
+                if value in seen:
+                    raise ValueError(f"callers.{index}: duplicate {label}")
+                seen.add(value)
         return self
 
 
@@ -74,6 +101,7 @@ class Caller:
     name: str
     realms: frozenset[str]
     roles: frozenset[str]
+    rate_limit: RateLimit | None = None
 
     def may_use(self, realm: str) -> bool:
         return "*" in self.realms or realm in self.realms
@@ -94,8 +122,15 @@ class Policy:
         self.spec = spec
         self._by_key_hash: dict[str, Caller] = {}
         self._by_subject: dict[str, Caller] = {}
+        default_limit = spec.default_rate_limit
         for entry in spec.callers:
-            caller = Caller(entry.name, frozenset(entry.realms), frozenset(entry.roles))
+            limit = entry.rate_limit or default_limit
+            caller = Caller(
+                entry.name,
+                frozenset(entry.realms),
+                frozenset(entry.roles),
+                limit.limit() if limit else None,
+            )
             if entry.api_key_sha256:
                 self._by_key_hash[entry.api_key_sha256.lower()] = caller
             if entry.jwt_subject:
@@ -107,8 +142,10 @@ class Policy:
             return cls(PolicySpec.model_validate(data or {}))
         except ValidationError as exc:
             first = exc.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "policy"
-            raise PolicyError(f"{where}: {first['msg']}") from None
+            where = ".".join(str(part) for part in first["loc"])
+            if not where and isinstance(first.get("ctx", {}).get("error"), ValueError):
+                raise PolicyError(str(first["ctx"]["error"])) from None  # names its entry
+            raise PolicyError(f"{where or 'policy'}: {first['msg']}") from None
 
     @classmethod
     def empty(cls) -> Policy:

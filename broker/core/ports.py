@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from broker.core.audit import AuditEvent
+from broker.core.audit_query import AuditPage, AuditQuery
 from broker.core.models import AccessToken, Backoff, Cached, Invalidation, RealmCredentials
+from broker.core.policy import JwtIssuerSpec, RateLimit
 
 
 class Clock(Protocol):
@@ -22,6 +24,10 @@ class SecretSource(Protocol):
 
     async def current_version(self, realm: str) -> int:
         """The realm secret's current version (metadata only), to notice rotations."""
+        ...
+
+    async def list_realms(self) -> list[str]:
+        """Names of the realms that have credentials. Raises SecretSourceUnavailable."""
         ...
 
     async def aclose(self) -> None: ...
@@ -46,7 +52,13 @@ class TokenStore(Protocol):
     async def get(self, realm: str) -> Cached: ...
 
     async def put(
-        self, realm: str, token: AccessToken, ttl: float, *, generation: int, only_if_absent: bool = False
+        self,
+        realm: str,
+        token: AccessToken,
+        ttl: float,
+        *,
+        generation: int,
+        only_if_absent: bool = False,
     ) -> bool:
         """Store `token` unless the realm's generation moved past `generation` (an eviction
         or rotation happened since the fetch began) or, with `only_if_absent`, a token or
@@ -94,3 +106,25 @@ class AuditSink(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class AuditTrail(Protocol):
+    """The audit trail read back (`GET /v1/audit`), newest first."""
+
+    async def query(self, query: AuditQuery) -> AuditPage:
+        """One page of events. Raises StoreUnavailable when the trail cannot be read."""
+        ...
+
+
+class WorkloadVerifier(Protocol):
+    async def subject(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> str:
+        """The `sub` of a workload JWT signed by one of `issuers`, for their audience.
+        Raises Unauthenticated, or JwksUnavailable when the issuer's keys cannot be had."""
+        ...
+
+
+class RateLimiter(Protocol):
+    async def acquire(self, caller: str, limit: RateLimit) -> float:
+        """Count one request of `caller`: 0 when within `limit`, else the seconds until
+        a request would be allowed again (the request is then not counted)."""
+        ...

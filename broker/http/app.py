@@ -10,18 +10,25 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from broker import __version__
+from broker.adapters.audit_fanout import FanOutAuditSink, open_audit_file
 from broker.adapters.audit_log import JsonLinesAuditSink
+from broker.adapters.audit_memory import MemoryAuditTrail
+from broker.adapters.audit_redis import RedisAuditSink
 from broker.adapters.clock import SystemClock
 from broker.adapters.keycloak import KeycloakTokenIssuer, create_idp_client
 from broker.adapters.memory_store import MemoryTokenStore
 from broker.adapters.policy_file import PolicyFile
+from broker.adapters.rate_limit import LocalRateLimiter, RedisRateLimiter
 from broker.adapters.redis_store import RedisTokenStore, create_redis
 from broker.adapters.vault import VaultAuth, VaultSecretSource
+from broker.adapters.workload_jwt import JwksWorkloadVerifier
 from broker.core.broker import BrokerTimings, TokenBroker
-from broker.core.ports import TokenStore
+from broker.core.catalog import RealmCatalog
+from broker.core.identity import Gatekeeper
+from broker.core.ports import AuditTrail, RateLimiter, TokenStore
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.problems import install_problem_handlers
-from broker.http.routes import admin, health, tokens
+from broker.http.routes import admin, audit, health, realms, tokens
 from broker.http.state import AppState, Pingable
 from broker.settings import Settings, load_settings
 
@@ -36,6 +43,39 @@ def _store(settings: Settings, clock: SystemClock, secrets: VaultSecretSource) -
         prefix=settings.key_prefix,
         keyring=secrets.cache_keyring,
     )
+
+
+async def _audit_and_limits(
+    settings: Settings, clock: SystemClock, stack: contextlib.AsyncExitStack
+) -> tuple[FanOutAuditSink, AuditTrail, RateLimiter]:
+    """The audit trail of record (Redis stream with its spool, or the in-memory ring), its
+    JSON-lines copy (stdout or BROKER_AUDIT_FILE), and the per-caller rate limiter."""
+    record: RedisAuditSink | MemoryAuditTrail
+    limiter: RateLimiter
+    if settings.uses_memory_store:
+        record, limiter = MemoryAuditTrail(), LocalRateLimiter()
+    else:
+        client = create_redis(settings.redis_url)
+        stack.push_async_callback(client.aclose)
+        record = RedisAuditSink(
+            client,
+            prefix=settings.key_prefix,
+            spool_dir=settings.audit_spool_dir,
+            retention_days=settings.audit_retention_days,
+            required=settings.audit_required,
+            clock=clock,
+        )
+        await record.start()
+        limiter = RedisRateLimiter(client, prefix=settings.key_prefix)
+    if settings.audit_file is not None:
+        stream = open_audit_file(settings.audit_file)
+        stack.callback(stream.close)
+        copy = JsonLinesAuditSink(stream)
+    else:
+        copy = JsonLinesAuditSink()
+    audit = FanOutAuditSink(record, copy)
+    stack.push_async_callback(audit.aclose)  # after the broker: it flushes what it emitted
+    return audit, record, limiter
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -68,8 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
             stack.push_async_callback(issuer.aclose)
             store = _store(settings, clock, secrets)
             stack.push_async_callback(store.aclose)
-            audit = JsonLinesAuditSink()
-            stack.push_async_callback(audit.aclose)
+            audit, trail, limiter = await _audit_and_limits(settings, clock, stack)
             broker = TokenBroker(
                 secrets=secrets,
                 issuer=issuer,
@@ -94,7 +133,13 @@ def create_app(settings: Settings) -> FastAPI:
             broker.start()
             stack.push_async_callback(broker.aclose)
             dependencies: dict[str, Pingable] = {"vault": secrets, "redis": store}
-            yield {"app": AppState(settings, broker, policy, dependencies)}
+            verifier = JwksWorkloadVerifier(create_idp_client(timeout=5.0))
+            stack.push_async_callback(verifier.aclose)
+            gate = Gatekeeper(
+                policy=policy.current, verifier=verifier, limiter=limiter, audit=audit, clock=clock
+            )
+            catalog = RealmCatalog(secrets=secrets, statuses=broker.realm_statuses)
+            yield {"app": AppState(settings, broker, policy, dependencies, gate, trail, catalog)}
 
     app = FastAPI(
         title="Atlas Token Broker",
@@ -108,6 +153,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(oauth.router)
     app.include_router(admin.router)
+    app.include_router(realms.router)
+    app.include_router(audit.router)
     app.include_router(health.router)
     app.add_middleware(RequestContextMiddleware, max_header_bytes=settings.max_header_bytes)
     return app

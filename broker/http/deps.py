@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from broker.core import rules
 from broker.core.broker import TokenBroker
 from broker.core.context import RequestContext
 from broker.core.errors import Unauthenticated
-from broker.core.policy import Caller
+from broker.core.policy import Caller, Role
 from broker.http.state import AppState
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     state: AppState = request.state.app
     return state
 
@@ -21,7 +23,7 @@ def app_state(request: Request) -> AppState:
 def bearer_credential(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
-        raise Unauthenticated("send 'Authorization: Bearer <api key>'")
+        raise Unauthenticated("send 'Authorization: Bearer <api key or workload JWT>'")
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential:
@@ -29,11 +31,34 @@ def bearer_credential(request: Request) -> str:
     return credential
 
 
-def authenticate(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Caller:
-    caller = state.policy.current().caller_for_key(bearer_credential(request))
-    if caller is None:
-        raise Unauthenticated("unknown caller credential")
-    return caller
+async def authenticate(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Caller:
+    """The caller its Bearer credential proves (an API key or a workload JWT), within its
+    rate limit. Refusals are audited (`broker.core.identity`)."""
+    ctx = request_context(request)
+    realm = request.path_params.get("realm")
+    realm = realm if isinstance(realm, str) and rules.is_valid_realm(realm) else None
+    # A token request, whether the v1 API or the drop-in OAuth2 endpoint (DELETE evicts).
+    token_request = request.url.path.endswith("/token") and request.method != "DELETE"
+    try:
+        credential = bearer_credential(request)
+    except Unauthenticated as exc:
+        await state.gate.refused(exc, ctx=ctx, realm=realm, token_request=token_request)
+        raise
+    return await state.gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
+
+
+def requires(role: Role) -> Callable[..., Awaitable[Caller]]:
+    """A dependency admitting only callers with `role` (admin implies auditor); 403 else."""
+
+    async def caller_with_role(
+        request: Request,
+        caller: Annotated[Caller, Depends(authenticate)],
+        state: Annotated[AppState, Depends(app_state)],
+    ) -> Caller:
+        await state.gate.require_role(caller, role, ctx=request_context(request))
+        return caller
+
+    return caller_with_role
 
 
 def request_context(request: Request) -> RequestContext:
@@ -43,11 +68,18 @@ def request_context(request: Request) -> RequestContext:
     )
 
 
-def broker(state: Annotated[AppState, Depends(app_state)]) -> TokenBroker:
+async def _request_context(request: Request) -> RequestContext:
+    # async: FastAPI runs a plain `def` dependency in a worker thread, a hop per request.
+    return request_context(request)
+
+
+async def broker(state: Annotated[AppState, Depends(app_state)]) -> TokenBroker:
     return state.broker
 
 
 CallerDep = Annotated[Caller, Depends(authenticate)]
+AuditorDep = Annotated[Caller, Depends(requires("auditor"))]
+AdminDep = Annotated[Caller, Depends(requires("admin"))]
 BrokerDep = Annotated[TokenBroker, Depends(broker)]
-ContextDep = Annotated[RequestContext, Depends(request_context)]
+ContextDep = Annotated[RequestContext, Depends(_request_context)]
 StateDep = Annotated[AppState, Depends(app_state)]

@@ -7,6 +7,9 @@ from typing import Protocol
 
 from broker.adapters.policy_file import PolicyFile
 from broker.core.broker import TokenBroker
+from broker.core.catalog import RealmCatalog
+from broker.core.identity import Gatekeeper
+from broker.core.ports import AuditTrail
 from broker.settings import Settings
 
 
@@ -20,3 +23,6 @@ class AppState:
     broker: TokenBroker
     policy: PolicyFile
     dependencies: dict[str, Pingable]
+    gate: Gatekeeper
+    audit_trail: AuditTrail
+    realms: RealmCatalog

@@ -78,7 +78,16 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="atlas-broker"'}
 # RFC 6749 §5.2: error_description is limited to these characters.
 _DESCRIPTION_UNSAFE = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
-RealmPath = Annotated[str, Path(description="Realm name.", examples=["acme"])]
+# The pattern is documented but checked by the routes themselves, so a bad realm gets an
+# RFC 6749 error body rather than FastAPI's validation problem.
+RealmPath = Annotated[
+    str,
+    Path(
+        description="Realm name.",
+        examples=["acme"],
+        json_schema_extra={"pattern": rules.REALM_PATTERN},
+    ),
+]
 
 
 class OAuthTokenResponse(BaseModel):
@@ -146,6 +155,7 @@ _TOKEN_REQUEST_BODY: dict[str, Any] = {
             _FORM_TYPE: {
                 "schema": {
                     "type": "object",
+                    "additionalProperties": False,
                     "required": ["grant_type"],
                     "properties": {
                         "grant_type": {"type": "string", "enum": ["client_credentials"]},

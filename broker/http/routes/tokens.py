@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
@@ -13,6 +14,7 @@ from broker.http.deps import BrokerDep, CallerDep, ContextDep
 from broker.http.problems import problem_responses
 
 router = APIRouter(tags=["tokens"])
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 RealmPath = Annotated[
     str,
@@ -43,18 +45,23 @@ async def get_token(
     caller: CallerDep,
     broker: BrokerDep,
     ctx: ContextDep,
-    response: Response,
     min_ttl: Annotated[
         int, Query(ge=0, le=86400, description="Seconds the token must still be valid.")
     ] = 60,
-) -> TokenResponse:
+) -> Response:
     issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=ctx)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
     token = issued.token
-    return TokenResponse(
-        access_token=token.value,
-        expires_in=max(0, int(token.expires_at - broker.now())),
-        expires_at=iso_time(token.expires_at),
-        realm=realm,
+    # Serialised here rather than validated through `response_model` (which still
+    # documents the shape): this is the hot path (issue 7, docs/BENCHMARKS.md).
+    body = {
+        "access_token": token.value,
+        "token_type": "Bearer",
+        "expires_in": max(0, int(token.expires_at - broker.now())),
+        "expires_at": iso_time(token.expires_at),
+        "realm": realm,
+    }
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        media_type="application/json",
+        headers=_NO_STORE,
     )

@@ -1,0 +1,360 @@
+"""`RedisAuditSink`: the audit trail as a Redis Stream, `{prefix}:audit`, never dropped.
+
+Hot path: `emit()` only appends to an in-memory queue; one background writer drains it
+in batches, one script call (one round trip) per batch, so a request never waits on
+Redis for its audit record. With `BROKER_AUDIT_REQUIRED`, a `token.issued` event is
+awaited until it is durable (in the stream or the fsync'd spool); concurrent requests
+share one batch, so that costs one round trip per batch, not per request.
+
+Redis unreachable: batches go to the writer's spool file (`audit_spool`), and every
+later batch too until the spool is replayed, so the stream receives events in order.
+The writer retries Redis every `retry_interval` seconds and replays the spool when it
+answers; spools of processes that died are adopted at start-up and replayed first.
+
+Exactly once. Each event carries its writer's sequence number; the append script keeps
+per writer a high-water mark (`{<stream key>}:writer:<writer>`, hash-tagged to the
+stream's slot for Redis Cluster) and adds only events above it, atomically with the
+mark. So a batch whose reply was lost (Redis applied it, the writer spooled it anyway),
+a replay interrupted half-way, or a spool replayed again after a crash, are all skipped
+where already present. Retention: each batch trims entries older than
+`retention_days` (`XTRIM MINID`); the mark lives as long as the retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from broker.adapters.audit_spool import Record, Spool
+from broker.adapters.redis_connect import RedisClient
+from broker.core.audit import AuditEvent
+from broker.core.audit_query import AuditPage, AuditQuery
+from broker.core.errors import AuditUnavailable, StoreUnavailable
+from broker.core.ports import Clock
+
+log = logging.getLogger(__name__)
+
+# KEYS[1] the stream, KEYS[2] the writer's high-water mark. ARGV[1] the oldest stream id
+# to keep, ARGV[2] the mark's TTL in seconds, then (sequence number, event JSON) pairs.
+_APPEND = """
+local mark = tonumber(redis.call('GET', KEYS[2]) or '0')
+local added = 0
+for i = 3, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > mark then
+    redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+    mark = seq
+    added = added + 1
+  end
+end
+redis.call('SET', KEYS[2], string.format('%.0f', mark), 'EX', ARGV[2])
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+return added
+"""
+
+# Events that must be durable before the request goes on, when the trail is required.
+_DURABLE = frozenset({"token.issued"})
+# Stream ids are Redis's clock, event times the broker's: allow this much skew.
+_CLOCK_SLACK_MS = 300_000
+_SCAN_BUDGET = 5_000
+_REPLAY_CHUNKS_PER_ROUND = 20
+
+
+@dataclass(slots=True)
+class _Pending:
+    payload: str
+    done: asyncio.Future[None] | None = None
+    seq: int = 0
+
+
+class RedisAuditSink:
+    def __init__(
+        self,
+        client: RedisClient,
+        *,
+        prefix: str,
+        spool_dir: Path,
+        retention_days: int,
+        required: bool,
+        clock: Clock,
+        batch_size: int = 256,
+        retry_interval: float = 1.0,
+        close_timeout: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = client
+        self._prefix = prefix
+        self.stream = f"{prefix}:audit"
+        self._append = client.register_script(_APPEND)
+        self._spool_dir = spool_dir
+        self._retention_s = retention_days * 86_400
+        self._required = required
+        self._clock = clock
+        self._batch_size = batch_size
+        self._retry_interval = retry_interval
+        self._close_timeout = close_timeout
+        self._monotonic = monotonic
+        self.writer = uuid.uuid4().hex
+        self._seq = 0
+        self._queue: deque[_Pending] = deque()
+        self._wake = asyncio.Event()
+        self._spool: Spool | None = None
+        self._orphans: list[Spool] = []
+        self._backlog = False  # events wait in spools: new ones must queue behind them
+        self._retry_at = 0.0
+        self._down = False
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._in_hand: list[_Pending] = []  # the batch being written, should it be cut off
+
+    def mark_key(self, writer: str) -> str:
+        return f"{{{self.stream}}}:writer:{writer}"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        try:
+            self._orphans = await asyncio.to_thread(
+                Spool.adopt_orphans, self._spool_dir, prefix=self._prefix, own=self.writer
+            )
+        except OSError as exc:
+            log.error("audit spools could not be read", extra={"error": type(exc).__name__})
+        if self._orphans:
+            self._backlog = True
+            log.warning(
+                "replaying audit spools of a previous run", extra={"spools": len(self._orphans)}
+            )
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def aclose(self) -> None:
+        """Flush: everything queued goes to the stream, or else to the spool."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), self._close_timeout)
+            except TimeoutError:
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+                self._queue.extendleft(reversed(self._in_hand))
+        if self._queue:
+            batch = list(self._queue)
+            self._queue.clear()
+            self._number(batch)
+            try:
+                await asyncio.to_thread(self._spool_append, [(p.seq, p.payload) for p in batch])
+            except OSError as exc:
+                log.error(
+                    "audit events lost at shutdown",
+                    extra={"events": len(batch), "error": type(exc).__name__},
+                )
+        for spool in self._orphans:
+            spool.close()
+        if self._spool is not None:
+            if self._spool.pending():
+                self._spool.close()  # the next process adopts it
+            else:
+                self._spool.remove()
+
+    # -- the port ---------------------------------------------------------------------
+
+    async def emit(self, event: AuditEvent) -> None:
+        pending = _Pending(json.dumps(event.as_json(), separators=(",", ":")))
+        wait = self._required and event.event in _DURABLE
+        if wait:
+            if self._task is None or self._task.done():
+                raise AuditUnavailable("the audit writer is not running")
+            pending.done = asyncio.get_running_loop().create_future()
+        self._queue.append(pending)
+        self._wake.set()
+        if pending.done is not None:
+            # shield: a caller that goes away must not cancel the record of its request.
+            await asyncio.shield(pending.done)
+
+    async def query(self, query: AuditQuery) -> AuditPage:
+        upper = f"({query.cursor}" if query.cursor else "+"
+        lower = "-"
+        if query.since is not None:
+            lower = str(max(0, int(query.since * 1000) - _CLOCK_SLACK_MS))
+        chunk = min(1000, max(100, query.limit * 2))
+        events: list[dict[str, Any]] = []
+        scanned = 0
+        last: str | None = None
+        try:
+            while scanned < _SCAN_BUDGET:
+                entries = await self._redis.xrevrange(
+                    self.stream, max=upper, min=lower, count=chunk
+                )
+                for raw_id, fields in entries or []:
+                    scanned += 1
+                    last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                    record = _decode(fields)
+                    if record is not None and query.matches(record):
+                        events.append(record)
+                        if len(events) == query.limit:
+                            return AuditPage(events, last)
+                if not entries or len(entries) < chunk:
+                    return AuditPage(events, None)
+                upper = f"({last}"
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
+        return AuditPage(events, last)
+
+    # -- the writer -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if not await self._step():
+                    return
+            except Exception:
+                # A bug here must not silence the trail: requeue what was in hand, go on.
+                log.exception("audit writer failed, retrying")
+                self._queue.extendleft(reversed(self._in_hand))
+                self._in_hand = []
+                await asyncio.sleep(self._retry_interval)
+
+    async def _step(self) -> bool:
+        """One round: replay a little if due, write one batch or wait. False when closed."""
+        if self._backlog and (self._closing or self._monotonic() >= self._retry_at):
+            await self._replay_some()
+        if self._queue:
+            self._in_hand = self._take()
+            await self._write(self._in_hand)
+            self._in_hand = []
+            return True
+        if self._closing and not (self._backlog and not self._down):
+            return False
+        self._wake.clear()
+        timeout = max(0.01, self._retry_at - self._monotonic()) if self._backlog else None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        return True
+
+    def _take(self) -> list[_Pending]:
+        batch = [self._queue.popleft() for _ in range(min(self._batch_size, len(self._queue)))]
+        self._number(batch)
+        return batch
+
+    def _number(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            if pending.seq == 0:
+                self._seq += 1
+                pending.seq = self._seq
+
+    async def _write(self, batch: list[_Pending]) -> None:
+        records = [(p.seq, p.payload) for p in batch]
+        if not self._backlog:
+            try:
+                await self._add(self.writer, records)
+            except (RedisError, OSError) as exc:
+                self._went_down(exc)
+            else:
+                self._settle(batch)
+                return
+        try:
+            await asyncio.to_thread(self._spool_append, records)
+        except OSError as exc:
+            log.error(
+                "audit spool unwritable, events held in memory",
+                extra={"events": len(batch), "error": type(exc).__name__},
+            )
+            held = [p for p in batch if p.done is None]
+            for p in batch:
+                if p.done is not None and not p.done.done():
+                    p.done.set_exception(AuditUnavailable("no durable audit record possible"))
+            if self._closing:
+                # Nowhere left to put them; their copies went to stdout / the audit file.
+                log.error("audit events lost at shutdown", extra={"events": len(held)})
+                return
+            self._queue.extendleft(reversed(held))
+            await asyncio.sleep(self._retry_interval)
+            return
+        self._backlog = True
+        self._settle(batch)
+
+    def _spool_append(self, records: list[Record]) -> None:
+        if self._spool is None:
+            self._spool = Spool.create(self._spool_dir, prefix=self._prefix, writer=self.writer)
+        self._spool.append(records)
+
+    def _settle(self, batch: list[_Pending]) -> None:
+        for pending in batch:
+            if pending.done is not None and not pending.done.done():
+                pending.done.set_result(None)
+
+    async def _add(self, writer: str, records: list[Record]) -> None:
+        oldest_ms = max(0, int((self._clock.now() - self._retention_s) * 1000))
+        args: list[str | int] = [oldest_ms, self._retention_s]
+        for seq, payload in records:
+            args += [seq, payload]
+        await self._append(keys=[self.stream, self.mark_key(writer)], args=args)
+        if self._down:
+            self._down = False
+            log.info("audit stream reachable again")
+
+    def _went_down(self, exc: Exception) -> None:
+        self._retry_at = self._monotonic() + self._retry_interval
+        if not self._down:
+            self._down = True
+            log.warning("audit stream unavailable, spooling", extra={"error": type(exc).__name__})
+
+    async def _replay_some(self) -> None:
+        """Move a bounded number of batches from the spools to the stream, oldest spool
+        first, so queued events are not held up behind a long replay."""
+        budget = _REPLAY_CHUNKS_PER_ROUND
+        try:
+            while self._orphans and budget > 0:
+                orphan = self._orphans[0]
+                budget = await self._drain(orphan, budget)
+                if not orphan.pending():
+                    await asyncio.to_thread(orphan.remove)
+                    self._orphans.pop(0)
+            if not self._orphans and self._spool is not None and budget > 0:
+                budget = await self._drain(self._spool, budget)
+        except (RedisError, OSError) as exc:
+            self._went_down(exc)
+            return
+        if not self._orphans and (self._spool is None or not self._spool.pending()):
+            if self._spool is not None:
+                await asyncio.to_thread(self._spool.reset)
+            self._backlog = False
+            log.info("audit spool replayed into the stream")
+
+    async def _drain(self, spool: Spool, budget: int) -> int:
+        while budget > 0 and spool.pending():
+            records, end = await asyncio.to_thread(spool.read, self._batch_size)
+            if records:
+                await self._add(spool.writer, records)
+            if end == spool.replayed:
+                # Never written by us (lines are whole and short): skip rather than spin.
+                log.error(
+                    "unreadable rest of an audit spool skipped", extra={"spool": spool.path.name}
+                )
+                spool.replayed = spool.size()
+                break
+            spool.replayed = end
+            budget -= 1
+        return budget
+
+
+def _decode(fields: Any) -> dict[str, Any] | None:
+    raw = fields.get(b"e") if isinstance(fields, dict) else None
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

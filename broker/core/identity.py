@@ -1,0 +1,146 @@
+"""`Gatekeeper`: who is calling, may they call this fast, may they have this role.
+
+A caller presents one credential, `Authorization: Bearer <api key or workload JWT>`,
+told apart by shape: three dot-separated base64url segments are a JWT (RFC 7515 compact
+serialization), anything else is an API key. A key is looked up by its SHA-256
+(`Policy.caller_for_key`), a JWT is verified against the policy's `jwt_issuers` and its
+subject looked up (`Policy.caller_for_subject`). The rate limit is taken right after, so
+a runaway caller is stopped before anything touches a realm.
+
+Every refusal is audited: `token.denied` when the request named a realm's token,
+`access.denied` for the other endpoints (the audit trail, the realm list). The record
+holds the reason and, once known, the caller's name; never the credential.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from broker.core.audit import AuditEvent
+from broker.core.context import RequestContext
+from broker.core.errors import (
+    BrokerError,
+    Forbidden,
+    JwksUnavailable,
+    RateLimited,
+    Unauthenticated,
+)
+from broker.core.policy import Caller, Policy, Role
+from broker.core.ports import AuditSink, Clock, RateLimiter, WorkloadVerifier
+
+_JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+
+
+def looks_like_jwt(credential: str) -> bool:
+    """Three base64url segments (the signature may be empty, as `alg: none` has it)."""
+    return _JWT_SHAPE.fullmatch(credential) is not None
+
+
+class Gatekeeper:
+    def __init__(
+        self,
+        *,
+        policy: Callable[[], Policy],
+        verifier: WorkloadVerifier,
+        limiter: RateLimiter,
+        audit: AuditSink,
+        clock: Clock,
+    ) -> None:
+        self._policy = policy
+        self._verifier = verifier
+        self._limiter = limiter
+        self._audit = audit
+        self._clock = clock
+
+    async def admit(
+        self,
+        credential: str,
+        *,
+        ctx: RequestContext,
+        realm: str | None = None,
+        token_request: bool = False,
+    ) -> Caller:
+        """The caller the credential proves, if it is within its rate limit.
+
+        `realm` and `token_request` only describe the request in the audit record of a
+        refusal."""
+        try:
+            caller = await self._identify(credential)
+        except (Unauthenticated, JwksUnavailable) as exc:
+            await self.refused(exc, ctx=ctx, realm=realm, token_request=token_request)
+            raise
+        await self.throttle(caller, ctx=ctx, realm=realm, token_request=token_request)
+        return caller
+
+    async def throttle(
+        self,
+        caller: Caller,
+        *,
+        ctx: RequestContext,
+        realm: str | None = None,
+        token_request: bool = False,
+    ) -> None:
+        """Count one request against the caller's rate limit; 429 (audited) beyond it."""
+        if caller.rate_limit is None:
+            return
+        wait = await self._limiter.acquire(caller.name, caller.rate_limit)
+        if wait <= 0:
+            return
+        limited = RateLimited(
+            f"caller {caller.name!r} exceeded {caller.rate_limit.per_second:g} "
+            f"requests per second (burst {caller.rate_limit.burst})",
+            retry_after=max(1, math.ceil(wait)),
+        )
+        await self.refused(
+            limited, ctx=ctx, realm=realm, token_request=token_request, caller=caller.name
+        )
+        raise limited
+
+    async def require_role(self, caller: Caller, role: Role, *, ctx: RequestContext) -> None:
+        """Refuse (403, audited) a caller without `role`; admin implies auditor."""
+        if caller.has_role(role):
+            return
+        refusal = Forbidden(f"caller {caller.name!r} needs the {role} role")
+        await self.refused(refusal, ctx=ctx, caller=caller.name, reason="role-required")
+        raise refusal
+
+    async def refused(
+        self,
+        error: BrokerError,
+        *,
+        ctx: RequestContext,
+        realm: str | None = None,
+        token_request: bool = False,
+        caller: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Audit a refusal: the reason is the error's slug unless given."""
+        await self._audit.emit(
+            AuditEvent(
+                event="token.denied" if token_request else "access.denied",
+                time=self._clock.now(),
+                outcome="denied",
+                caller=caller,
+                realm=realm,
+                reason=reason or error.slug,
+                request_id=ctx.request_id,
+                client_ip=ctx.client_ip,
+            )
+        )
+
+    async def _identify(self, credential: str) -> Caller:
+        policy = self._policy()
+        if looks_like_jwt(credential):
+            if not policy.spec.jwt_issuers:
+                raise Unauthenticated("workload JWTs are not accepted: no jwt_issuers configured")
+            subject = await self._verifier.subject(credential, policy.spec.jwt_issuers)
+            caller = policy.caller_for_subject(subject)
+            if caller is None:
+                raise Unauthenticated("the workload's subject is not a known caller")
+            return caller
+        caller = policy.caller_for_key(credential)
+        if caller is None:
+            raise Unauthenticated("unknown caller credential")
+        return caller
