@@ -118,6 +118,11 @@ class RedisAuditSink:
         self._task: asyncio.Task[None] | None = None
         self._in_hand: list[_Pending] = []  # the batch being written, should it be cut off
 
+    def spool_backlog(self) -> int:
+        """Bytes of spooled events not yet replayed into the stream (a metric)."""
+        spools = [*self._orphans, *([self._spool] if self._spool else [])]
+        return sum(max(0, spool.size() - spool.replayed) for spool in spools)
+
     def mark_key(self, writer: str) -> str:
         return f"{{{self.stream}}}:writer:{writer}"
 

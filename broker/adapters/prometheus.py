@@ -155,7 +155,7 @@ class StateCollector(Collector):
             up.add_metric([name], 1.0 if healthy else 0.0)
         yield up
         yield GaugeMetricFamily(
-            f"{NAMESPACE}_audit_spool_backlog",
-            "Audit events waiting in the local spool for Redis to return.",
+            f"{NAMESPACE}_audit_spool_backlog_bytes",
+            "Audit events waiting in the local spool for Redis to return, in bytes.",
             value=float(self._backlog()),
         )

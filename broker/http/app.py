@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 
@@ -18,6 +18,12 @@ from broker.adapters.clock import SystemClock
 from broker.adapters.keycloak import KeycloakTokenIssuer, create_idp_client
 from broker.adapters.memory_store import MemoryTokenStore
 from broker.adapters.policy_file import PolicyFile
+from broker.adapters.prometheus import (
+    BrokerMetrics,
+    MetricsAuditSink,
+    StateCollector,
+    TimedTokenIssuer,
+)
 from broker.adapters.rate_limit import LocalRateLimiter, RedisRateLimiter
 from broker.adapters.redis_store import RedisTokenStore, create_redis
 from broker.adapters.vault import VaultAuth, VaultSecretSource
@@ -26,10 +32,11 @@ from broker.core.broker import BrokerTimings, TokenBroker
 from broker.core.catalog import RealmCatalog
 from broker.core.identity import Gatekeeper
 from broker.core.ports import AuditTrail, RateLimiter, TokenStore
+from broker.http.health_monitor import DependencyMonitor
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.problems import install_problem_handlers
-from broker.http.routes import admin, audit, health, realms, tokens
-from broker.http.state import AppState, Pingable
+from broker.http.routes import admin, audit, health, oauth, realms, tokens
+from broker.http.state import AppState
 from broker.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +54,7 @@ def _store(settings: Settings, clock: SystemClock, secrets: VaultSecretSource) -
 
 async def _audit_and_limits(
     settings: Settings, clock: SystemClock, stack: contextlib.AsyncExitStack
-) -> tuple[FanOutAuditSink, AuditTrail, RateLimiter]:
+) -> tuple[FanOutAuditSink, AuditTrail, RateLimiter, Callable[[], int]]:
     """The audit trail of record (Redis stream with its spool, or the in-memory ring), its
     JSON-lines copy (stdout or BROKER_AUDIT_FILE), and the per-caller rate limiter."""
     record: RedisAuditSink | MemoryAuditTrail
@@ -75,7 +82,8 @@ async def _audit_and_limits(
         copy = JsonLinesAuditSink()
     audit = FanOutAuditSink(record, copy)
     stack.push_async_callback(audit.aclose)  # after the broker: it flushes what it emitted
-    return audit, record, limiter
+    backlog = record.spool_backlog if isinstance(record, RedisAuditSink) else lambda: 0
+    return audit, record, limiter, backlog
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -100,15 +108,22 @@ def create_app(settings: Settings) -> FastAPI:
                 timeout=settings.vault_timeout,
             )
             stack.push_async_callback(secrets.aclose)
-            issuer = KeycloakTokenIssuer(
-                client=create_idp_client(timeout=settings.idp_timeout),
-                idp_url=settings.idp_url,
-                clock=clock,
+            metrics = BrokerMetrics()
+            issuer = TimedTokenIssuer(
+                KeycloakTokenIssuer(
+                    client=create_idp_client(timeout=settings.idp_timeout),
+                    idp_url=settings.idp_url,
+                    clock=clock,
+                ),
+                metrics,
             )
             stack.push_async_callback(issuer.aclose)
             store = _store(settings, clock, secrets)
             stack.push_async_callback(store.aclose)
-            audit, trail, limiter = await _audit_and_limits(settings, clock, stack)
+            recorded, trail, limiter, spool_backlog = await _audit_and_limits(
+                settings, clock, stack
+            )
+            audit = MetricsAuditSink(recorded, metrics)
             broker = TokenBroker(
                 secrets=secrets,
                 issuer=issuer,
@@ -132,14 +147,35 @@ def create_app(settings: Settings) -> FastAPI:
             stack.callback(vault_keeper.cancel)
             broker.start()
             stack.push_async_callback(broker.aclose)
-            dependencies: dict[str, Pingable] = {"vault": secrets, "redis": store}
+            health = DependencyMonitor({"vault": secrets, "redis": store})
+            watcher = asyncio.create_task(health.watch(), name="dependency-health")
+            stack.callback(watcher.cancel)
+            metrics.add_gauges(
+                StateCollector(
+                    statuses=broker.realm_statuses,
+                    health=health.snapshot,
+                    spool_backlog=spool_backlog,
+                    now=clock.now,
+                )
+            )
             verifier = JwksWorkloadVerifier(create_idp_client(timeout=5.0))
             stack.push_async_callback(verifier.aclose)
             gate = Gatekeeper(
                 policy=policy.current, verifier=verifier, limiter=limiter, audit=audit, clock=clock
             )
             catalog = RealmCatalog(secrets=secrets, statuses=broker.realm_statuses)
-            yield {"app": AppState(settings, broker, policy, dependencies, gate, trail, catalog)}
+            yield {
+                "app": AppState(
+                    settings=settings,
+                    broker=broker,
+                    policy=policy,
+                    gate=gate,
+                    audit_trail=trail,
+                    realms=catalog,
+                    health=health,
+                    metrics=metrics,
+                )
+            }
 
     app = FastAPI(
         title="Atlas Token Broker",
@@ -149,8 +185,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_problem_handlers(app)
     app.include_router(tokens.router)
-    from broker.http.routes import oauth  # the drop-in token endpoint (issue 6)
-
     app.include_router(oauth.router)
     app.include_router(admin.router)
     app.include_router(realms.router)

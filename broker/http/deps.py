@@ -13,6 +13,7 @@ from broker.core.context import RequestContext
 from broker.core.errors import Unauthenticated
 from broker.core.policy import Caller, Role
 from broker.http.state import AppState
+from broker.logs import bind_log_context
 
 
 async def app_state(request: Request) -> AppState:
@@ -44,7 +45,9 @@ async def authenticate(request: Request, state: Annotated[AppState, Depends(app_
     except Unauthenticated as exc:
         await state.gate.refused(exc, ctx=ctx, realm=realm, token_request=token_request)
         raise
-    return await state.gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
+    caller = await state.gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
+    bind_log_context(caller=caller.name, **({"realm": realm} if realm else {}))
+    return caller
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Caller]]:

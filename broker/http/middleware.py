@@ -8,6 +8,8 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.logs import bind_log_context
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -35,6 +37,7 @@ class RequestContextMiddleware:
                     request_id = candidate
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        bind_log_context(request_id=request_id)
         header = (b"x-request-id", request_id.encode())
 
         if size > self.max_header_bytes:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from broker.adapters.policy_file import PolicyFile
+from broker.adapters.prometheus import BrokerMetrics
 from broker.core.broker import TokenBroker
 from broker.core.catalog import RealmCatalog
 from broker.core.identity import Gatekeeper
@@ -17,12 +18,17 @@ class Pingable(Protocol):
     async def ping(self) -> None: ...
 
 
+if TYPE_CHECKING:
+    from broker.http.health_monitor import DependencyMonitor
+
+
 @dataclass(frozen=True, slots=True)
 class AppState:
     settings: Settings
     broker: TokenBroker
     policy: PolicyFile
-    dependencies: dict[str, Pingable]
     gate: Gatekeeper
     audit_trail: AuditTrail
     realms: RealmCatalog
+    health: DependencyMonitor
+    metrics: BrokerMetrics

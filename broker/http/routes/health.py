@@ -1,21 +1,18 @@
-"""Liveness and readiness: different questions (is the process alive / can it serve)."""
+"""Liveness, readiness and metrics: is the process alive, can it serve, how is it doing."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
-from broker.core.errors import BrokerError
 from broker.http.deps import StateDep
-from broker.http.state import Pingable
+from broker.http.health_monitor import CheckState
 
 router = APIRouter(tags=["health"])
-
-CheckState = Literal["ok", "failing"]
 
 
 class Liveness(BaseModel):
@@ -32,14 +29,6 @@ async def healthz() -> Liveness:
     return Liveness()
 
 
-async def _check(dependency: Pingable) -> CheckState:
-    try:
-        await asyncio.wait_for(dependency.ping(), timeout=2.0)
-    except (BrokerError, TimeoutError, OSError):
-        return "failing"
-    return "ok"
-
-
 @router.get(
     "/readyz",
     response_model=Readiness,
@@ -47,11 +36,19 @@ async def _check(dependency: Pingable) -> CheckState:
     responses={503: {"model": Readiness, "description": "The broker cannot serve."}},
 )
 async def readyz(state: StateDep) -> JSONResponse:
-    names = list(state.dependencies)
-    results = await asyncio.gather(*(_check(state.dependencies[n]) for n in names))
-    checks = dict(zip(names, results, strict=True))
+    checks = await state.health.check()
     # Redis is optional for serving (replicas fall back to themselves); Vault is needed
     # only while no realm's credentials are loaded yet.
     can_serve = checks.get("vault") == "ok" or state.broker.has_credentials()
     body = Readiness(status="ready" if can_serve else "not_ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if can_serve else 503)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+)
+async def metrics(state: StateDep) -> Response:
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
