@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from broker import audit_cli, keygen
 from broker.adapters.policy_file import read_policy
@@ -39,6 +40,21 @@ def serve() -> int:
     return 0
 
 
+def write_openapi(output: Path | None) -> int:
+    """The app's OpenAPI description, as committed in openapi/openapi.json."""
+    from broker.http.app import create_app
+    from broker.http.openapi import render
+    from broker.settings import Settings
+
+    text = render(create_app(Settings()).openapi())
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="broker", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="start the stack, fetch one token through the broker, stop",
     )
+    spec = commands.add_parser("openapi", help="print or write the OpenAPI description")
+    spec.add_argument("--output", type=Path, help="write to this file instead of stdout")
     from broker.client import cli as token_cli
 
     token_cli.add_parser(commands)
@@ -66,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         return token_cli.run(args)
     if args.command == "serve":
         return serve()
+    if args.command == "openapi":
+        return write_openapi(args.output)
     from broker.devstack.dev import run_dev
 
     return run_dev(port=args.port, check_only=args.check_only)

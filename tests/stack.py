@@ -34,6 +34,10 @@ class LeakWatch:
     def add(self, *values: str) -> None:
         self._secrets.update(v for v in values if v)
 
+    def found_in(self, text: str) -> list[str]:
+        """The first characters of every watched secret that `text` contains."""
+        return [value[:4] for value in self._secrets if value in text]
+
     def scan(self, root: Path) -> list[str]:
         """Leaks in the output of the broker and the development IdP (OpenBao's dev
         server prints its own root token by design, so its log is not ours to judge),

@@ -188,6 +188,8 @@ class RedisAuditSink:
             await asyncio.shield(pending.done)
 
     async def query(self, query: AuditQuery) -> AuditPage:
+        if query.cursor is not None and query.cursor.strip("0-") == "":
+            return AuditPage([], None)  # nothing is older than the stream's first id
         upper = f"({query.cursor}" if query.cursor else "+"
         lower = "-"
         if query.since is not None:

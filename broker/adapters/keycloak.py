@@ -121,7 +121,8 @@ class KeycloakTokenIssuer:
         body = _json_object(response)
         if status != 200:
             error = body.get("error") if body else None
-            if isinstance(error, str):
+            # RFC 6749 §5.2 errors come with 4xx; a 5xx is the IdP failing, whatever it says.
+            if isinstance(error, str) and 400 <= status < 500:
                 reason = error if error in _OAUTH_ERRORS else "unexpected_error"
                 raise IdPRejected(f"the identity provider answered {reason!r}", reason=reason)
             raise IdPBadResponse(f"the identity provider answered HTTP {status}")

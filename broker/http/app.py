@@ -34,6 +34,7 @@ from broker.core.identity import Gatekeeper
 from broker.core.ports import AuditTrail, RateLimiter, TokenStore
 from broker.http.health_monitor import DependencyMonitor
 from broker.http.middleware import RequestContextMiddleware
+from broker.http.openapi import install_openapi
 from broker.http.problems import install_problem_handlers
 from broker.http.routes import admin, audit, health, oauth, realms, tokens
 from broker.http.state import AppState
@@ -184,6 +185,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_openapi(app)
     app.include_router(tokens.router)
     app.include_router(oauth.router)
     app.include_router(admin.router)

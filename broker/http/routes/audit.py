@@ -82,9 +82,21 @@ async def read_audit(
     ] = None,
     since: Annotated[
         str | None,
-        Query(max_length=64, description="RFC 3339, inclusive.", examples=["2026-11-27T00:00:00Z"]),
+        Query(
+            max_length=64,
+            description="RFC 3339, inclusive.",
+            examples=["2026-11-27T00:00:00Z"],
+            json_schema_extra={"format": "date-time"},
+        ),
     ] = None,
-    until: Annotated[str | None, Query(max_length=64, description="RFC 3339, exclusive.")] = None,
+    until: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="RFC 3339, exclusive.",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[
         str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the last page.")
