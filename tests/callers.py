@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from stack import LeakWatch
 
 from broker.core.policy import hash_key
+from stack import LeakWatch
 
 
 @dataclass

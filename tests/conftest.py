@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stack import CallerKeys, LeakWatch, Stack
 
 from broker.core.policy import hash_key
 from broker.devstack.servers import (
@@ -20,6 +19,7 @@ from broker.devstack.servers import (
     start_openbao,
     start_redis,
 )
+from stack import CallerKeys, LeakWatch, Stack
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from broker.core.audit import iso_time
 
 # A position in the trail: a Redis stream entry id (`<ms>-<seq>`); the in-memory trail
 # uses the same shape so clients see one kind of cursor.
-CURSOR_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
+CURSOR_PATTERN = r"^[0-9]{1,19}-[0-9]{1,19}$"  # 19 digits: always within a stream id's 64 bits
 _CURSOR_RE = re.compile(CURSOR_PATTERN)
 
 

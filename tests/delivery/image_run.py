@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+
 from delivery.image_build import run
 
 # One working container per pytest process; the pid in the name tells a crashed run's apart.

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
+
 from audit_helpers import stream_events, wait_for_stream, with_request_ids
+from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter
 from stack import CallerKeys, Stack, bearer
-
-from broker.devstack.servers import BrokerServer
 
 PREFIX = "audit-module"
 

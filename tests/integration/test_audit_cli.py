@@ -11,11 +11,11 @@ import threading
 
 import httpx
 import pytest
+
 from audit_helpers import wait_for_stream
+from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter
 from stack import Realm, Stack, bearer
-
-from broker.devstack.servers import BrokerServer
 
 PREFIX = "audit-cli"
 

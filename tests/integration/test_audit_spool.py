@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from audit_helpers import wait_for_stream, with_request_ids
-from stack import Stack, bearer
 
+from audit_helpers import wait_for_stream, with_request_ids
 from broker.devstack.processes import free_port, tcp_open
 from broker.devstack.servers import BrokerServer, RedisServer, start_redis
+from stack import Stack, bearer
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from stack import Stack, bearer
 
 from broker.devstack.servers import BrokerServer
+from stack import Stack, bearer
 
 PROBLEM = "application/problem+json"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from stack import Stack, bearer
 
 from broker.devstack.processes import free_port
+from stack import Stack, bearer
 
 
 async def burst(stack: Stack, urls: list[str], realm: str, count: int) -> list[httpx.Response]:

@@ -19,11 +19,11 @@ import yaml
 from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2.rfc6749.errors import InvalidClientError
 from requests_oauthlib import OAuth2Session
-from stack import Realm, Stack, bearer
 
 from broker.core.policy import hash_key
 from broker.devstack.processes import free_port
 from broker.devstack.servers import BrokerServer
+from stack import Realm, Stack, bearer
 
 with warnings.catch_warnings():
     # authlib 1.9 prefers its httpx2 package and warns when it falls back to httpx; the

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import redis
-from stack import Stack
 
 from broker.core.rules import token_key
+from stack import Stack
 
 
 def stored_value(stack: Stack, prefix: str, realm: str) -> bytes:

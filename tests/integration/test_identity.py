@@ -11,11 +11,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
+from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter
 from stack import Realm, Stack, bearer
 from workload_issuer import SigningKey, WorkloadIssuer, tampered
-
-from broker.devstack.servers import BrokerServer
 
 SUBJECT = "system:serviceaccount:payments:ledger"
 

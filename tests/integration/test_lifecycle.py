@@ -8,6 +8,7 @@ import threading
 import time
 
 import httpx
+
 from stack import Realm, Stack, bearer
 
 

@@ -25,10 +25,11 @@ def test_metrics_cover_requests_idp_and_expiry_without_secrets(stack: Stack) -> 
     assert 200 == response.status_code
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
+    requests = "atlas_broker_token_requests_total"
     expected = [
-        f'atlas_broker_token_requests_total{{outcome="issued",realm="{realm.name}",source="idp"}} 1.0',
-        f'atlas_broker_token_requests_total{{outcome="issued",realm="{realm.name}",source="memory"}} 1.0',
-        f'atlas_broker_token_requests_total{{outcome="realm-not-allowed",realm="{realm.name}",source="none"}} 1.0',
+        f'{requests}{{outcome="issued",realm="{realm.name}",source="idp"}} 1.0',
+        f'{requests}{{outcome="issued",realm="{realm.name}",source="memory"}} 1.0',
+        f'{requests}{{outcome="realm-not-allowed",realm="{realm.name}",source="none"}} 1.0',
         f'atlas_broker_idp_request_seconds_count{{realm="{realm.name}"}} 1.0',
         f'atlas_broker_idp_errors_total{{realm="{broken.name}",reason="idp-bad-response"}} 1.0',
         f'atlas_broker_token_fetches_total{{realm="{broken.name}",result="failure"}} 1.0',

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import redis
-from stack import Stack
 
 from broker.core.backoff import max_attempts
 from broker.devstack.servers import start_openbao, start_redis
+from stack import Stack
 
 
 def wait_for(predicate: object, *, timeout: float, message: str) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from callers import PolicyWriter
-from stack import Realm, Stack, bearer
 
 from broker.devstack.servers import BrokerServer
+from callers import PolicyWriter
+from stack import Realm, Stack, bearer
 
 
 @pytest.fixture

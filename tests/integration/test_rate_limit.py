@@ -7,12 +7,12 @@ import time
 
 import httpx
 import pytest
-from audit_helpers import wait_for_stream
-from callers import PolicyWriter
-from stack import Realm, Stack, bearer
 
+from audit_helpers import wait_for_stream
 from broker.devstack.processes import free_port
 from broker.devstack.servers import BrokerServer
+from callers import PolicyWriter
+from stack import Realm, Stack, bearer
 
 PREFIX = "ratelimit-module"
 SLOW = {"per_second": 0.1}  # refills one request per ten seconds: nothing refills mid-test

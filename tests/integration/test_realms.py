@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from callers import PolicyWriter
-from stack import Realm, Stack, bearer
 
 from broker.devstack.servers import BrokerServer
+from callers import PolicyWriter
+from stack import Realm, Stack, bearer
 
 
 class Keys:

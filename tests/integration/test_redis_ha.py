@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from stack import Stack, bearer
 
 from broker.adapters.redis_connect import RedisEndpoint, parse_redis_url
 from broker.core import rules
@@ -22,6 +21,7 @@ from broker.devstack.redis_topologies import (
     start_redis_sentinel,
 )
 from broker.settings import SettingsError, load_settings
+from stack import Stack, bearer
 
 # Tokens live 8 s; with skew 1 and refresh_before 2 each successor is fetched at age ~5 s,
 # which leaves a failover (1.5-3 s here) room between two refreshes.

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import jwt
 import pytest
+
 from stack import Stack, bearer
 
 LIFETIME = 4  # seconds; with skew 1 and refresh_before 2 a token is renewed at age 1

@@ -17,7 +17,6 @@ import jwt
 import pytest
 import requests
 import uvicorn
-from stack import Realm, Stack
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -31,6 +30,7 @@ from broker.client import (
 )
 from broker.devstack.processes import free_port
 from broker.devstack.servers import BrokerServer
+from stack import Realm, Stack
 
 ACCOUNTS = "/v2/accounts"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jwt
 import pytest
-from stack import Stack
 
 from broker.devstack.processes import free_port
 from broker.devstack.servers import BrokerServer
+from stack import Stack
 
 
 @dataclass

@@ -9,9 +9,9 @@ import httpx
 import jwt
 import pytest
 import redis
-from stack import Realm, Stack
 
 from broker.core.rules import token_key
+from stack import Realm, Stack
 
 PROBLEM = "application/problem+json"
 

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import hvac
+
 from stack import Stack
 
 BROKER_POLICY = """

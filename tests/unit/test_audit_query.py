@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from fakes import EPOCH
-
 from broker.adapters.audit_memory import MemoryAuditTrail
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditQuery, is_valid_cursor
+from fakes import EPOCH
 
 
 def event(n: int, **fields: str) -> AuditEvent:

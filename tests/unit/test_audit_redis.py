@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes import EPOCH, FakeClock, eventually
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.adapters.audit_redis import RedisAuditSink
 from broker.adapters.audit_spool import Spool
 from broker.core.audit import AuditEvent
 from broker.core.errors import AuditUnavailable
+from fakes import EPOCH, FakeClock, eventually
 
 
 class FakeRedis:

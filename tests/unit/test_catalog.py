@@ -3,11 +3,10 @@ every realm with the status this replica holds."""
 
 from __future__ import annotations
 
-from fakes import FakeSecretSource
-
 from broker.core.catalog import RealmCatalog, unknown_status
 from broker.core.models import RealmStatus
 from broker.core.policy import Caller
+from fakes import FakeSecretSource
 
 CACHED = RealmStatus("acme", True, 2_000_000_000.0, 1_999_999_000.0, 3, None)
 

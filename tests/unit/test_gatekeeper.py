@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from fakes import FakeClock, RecordingAuditSink
 
 from broker.core.context import RequestContext
 from broker.core.errors import Forbidden, RateLimited, Unauthenticated
 from broker.core.identity import Gatekeeper, looks_like_jwt
 from broker.core.policy import JwtIssuerSpec, Policy, RateLimit, hash_key
+from fakes import FakeClock, RecordingAuditSink
 
 KEY = "atb_billing-key-0123456789abcdef0123456789"
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJsZWRnZXIifQ.c2lnbmF0dXJl"

@@ -15,11 +15,11 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fakes import FakeClock, realm_credentials
 
 from broker.adapters.keycloak import KeycloakTokenIssuer
 from broker.core.errors import BrokerError, IdPBadResponse, IdPRejected, IdPUnavailable
 from broker.core.models import RealmCredentials
+from fakes import FakeClock, realm_credentials
 
 IDP = "https://idp.test"
 REALM_BASE = f"{IDP}/auth/realms/acme"

@@ -9,14 +9,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from fakes import (
-    FailingStore,
-    FakeClock,
-    FakeIssuer,
-    FakeSecretSource,
-    RecordingAuditSink,
-    eventually,
-)
 
 from broker.adapters.clock import SystemClock
 from broker.adapters.memory_store import MemoryTokenStore
@@ -34,6 +26,14 @@ from broker.core.errors import (
 from broker.core.models import AccessToken, Cached, TokenSource
 from broker.core.policy import Caller
 from broker.core.ports import Clock
+from fakes import (
+    FailingStore,
+    FakeClock,
+    FakeIssuer,
+    FakeSecretSource,
+    RecordingAuditSink,
+    eventually,
+)
 
 # Peers are polled every few milliseconds instead of 10-100 ms, so waits stay short.
 FAST = BrokerTimings(

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from workload_issuer import AUDIENCE, SigningKey
 
 from broker.adapters.workload_jwt import JwksWorkloadVerifier, algorithms_for, parse_jwks
 from broker.core.errors import JwksUnavailable, Unauthenticated
 from broker.core.policy import JwtIssuerSpec
+from workload_issuer import AUDIENCE, SigningKey
 
 ISSUER = "https://issuer.test"
 JWKS_URL = f"{ISSUER}/jwks"
