@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import time
 import uuid
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -13,11 +14,20 @@ if TYPE_CHECKING:
     from broker.core.ports import AuditSink, Clock
 
 
+@functools.lru_cache(maxsize=1024)
+def _iso_second(second: int) -> str:
+    # Cached: a busy broker formats the same few seconds (now, a token's expiry) all day.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
 def iso_time(epoch: float, *, millis: bool = False) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC)
+    """RFC 3339 UTC, to the second or the millisecond."""
+    second = int(epoch // 1)
     if millis:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Rounded to the microsecond first, as datetime does, so .123 stays .123.
+        millis_part = min(999, round((epoch - second) * 1_000_000) // 1000)
+        return f"{_iso_second(second)}.{millis_part:03d}Z"
+    return _iso_second(second) + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +50,16 @@ class AuditEvent:
 
     def as_json(self) -> dict[str, Any]:
         """The wire shape: ISO times, no empty fields."""
-        record = {key: value for key, value in asdict(self).items() if value is not None}
+        record = {
+            name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None
+        }
         record["time"] = iso_time(self.time, millis=True)
         if self.token_expires_at is not None:
             record["token_expires_at"] = iso_time(self.token_expires_at)
         return record
+
+
+_FIELD_NAMES = tuple(f.name for f in fields(AuditEvent))
 
 
 class AuditRecorder:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -43,7 +44,9 @@ class AccessToken:
         return token_fingerprint(self.value)
 
 
+@functools.lru_cache(maxsize=256)
 def token_fingerprint(value: str) -> str:
+    # Cached: every issuance of a cached token records the same fingerprint.
     return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 

@@ -183,6 +183,9 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Ready Atlas API tokens for authorised internal callers.",
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would
+        # only add work to every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_problem_handlers(app)
     install_openapi(app)

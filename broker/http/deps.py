@@ -16,9 +16,13 @@ from broker.http.state import AppState
 from broker.logs import bind_log_context
 
 
-async def app_state(request: Request) -> AppState:
+def app_state_of(request: Request) -> AppState:
     state: AppState = request.state.app
     return state
+
+
+async def app_state(request: Request) -> AppState:
+    return app_state_of(request)
 
 
 def bearer_credential(request: Request) -> str:

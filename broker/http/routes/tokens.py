@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from broker.core import rules
 from broker.core.audit import iso_time
-from broker.http.deps import BrokerDep, CallerDep, ContextDep
+from broker.http.deps import CallerDep, app_state_of, request_context
 from broker.http.problems import problem_responses
 
 router = APIRouter(tags=["tokens"])
@@ -43,13 +43,15 @@ class TokenResponse(BaseModel):
 async def get_token(
     realm: RealmPath,
     caller: CallerDep,
-    broker: BrokerDep,
-    ctx: ContextDep,
+    request: Request,
     min_ttl: Annotated[
         int, Query(ge=0, le=86400, description="Seconds the token must still be valid.")
     ] = 60,
 ) -> Response:
-    issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=ctx)
+    # The broker and the request context are read here rather than injected: on the hot
+    # path every dependency FastAPI resolves costs measurably (docs/BENCHMARKS.md).
+    broker = app_state_of(request).broker
+    issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=request_context(request))
     token = issued.token
     # Serialised here rather than validated through `response_model` (which still
     # documents the shape): this is the hot path (issue 7, docs/BENCHMARKS.md).
