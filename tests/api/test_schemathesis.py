@@ -16,18 +16,25 @@ from stack import Stack
 EXCLUDED_CHECKS = "positive_data_acceptance"
 
 
+# A Vault prefix of its own: the only realm is the one seeded here, not those other tests
+# left behind (some deliberately broken).
+VAULT_PREFIX = "schemathesis"
+
+
 def seed_realm(stack: Stack, name: str) -> None:
     """A realm with the name the spec's examples use, so examples reach real tokens."""
     secret = f"{name}-client-secret-for-schemathesis"
     stack.leak_watch.add(secret)
     stack.idp_control("PUT", f"/realms/{name}/clients/atlas-{name}", json={"client_secret": secret})
-    stack.openbao.write_realm(name, {"client_id": f"atlas-{name}", "client_secret": secret})
+    stack.openbao.write_realm(
+        name, {"client_id": f"atlas-{name}", "client_secret": secret}, prefix=VAULT_PREFIX
+    )
 
 
 def test_generated_requests_get_no_5xx_and_conform(stack: Stack, tmp_path: Path) -> None:
     """Every operation, examples then coverage then fuzzing, as an admin caller."""
     seed_realm(stack, "acme")
-    broker = stack.start_broker()
+    broker = stack.start_broker(BROKER_VAULT_PREFIX=VAULT_PREFIX)
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     report = tmp_path / "schemathesis.txt"  # outside the stack's logs: it may quote requests
     with report.open("w") as out:

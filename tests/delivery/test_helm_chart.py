@@ -242,14 +242,30 @@ def test_pod_runs_as_non_root_user_10001(scenario: str) -> None:
 
 
 def test_container_root_file_system_is_read_only() -> None:
-    """The container's root file system is read-only; only the /tmp emptyDir is writable."""
+    """The container's root file system is read-only; only the /tmp and audit spool
+    emptyDirs are writable."""
     pod = _pod({})["spec"]
     (container,) = pod["containers"]
     writable = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
     tmp = next(v for v in pod["volumes"] if v["name"] == "tmp")
 
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert ([TMP_MOUNT], "64Mi") == (writable, tmp["emptyDir"]["sizeLimit"])
+    assert ([TMP_MOUNT, "/var/lib/atlas-broker/audit"], "64Mi") == (
+        writable,
+        tmp["emptyDir"]["sizeLimit"],
+    )
+
+
+def test_audit_spool_uses_an_existing_claim_when_given() -> None:
+    """With auditSpool.existingClaim the spool survives a pod's replacement on that claim,
+    and the broker is told where it is mounted."""
+    pod = _pod({"auditSpool": {"existingClaim": "atlas-audit"}})["spec"]
+    spool = next(v for v in pod["volumes"] if v["name"] == "audit-spool")
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+
+    assert {"claimName": "atlas-audit"} == spool["persistentVolumeClaim"]
+    assert "/var/lib/atlas-broker/audit" == env["BROKER_AUDIT_SPOOL_DIR"]
 
 
 def test_container_cannot_gain_privileges() -> None:
