@@ -3,10 +3,12 @@ and the watch that keeps every secret the suite creates out of every log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -63,6 +65,16 @@ class Realm:
     client_secret: str
 
 
+def wait_for(predicate: Callable[[], bool], *, timeout: float, message: str) -> None:
+    """Poll `predicate` until it holds; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(message)
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -104,6 +116,15 @@ class Stack:
     def idp_requests(self, realm: str) -> int:
         counts: Mapping[str, int] = self.idp_control("GET", "/stats").json()["token_requests"]
         return counts.get(realm, 0)
+
+    @contextlib.contextmanager
+    def token_lifetime(self, seconds: int) -> Iterator[None]:
+        """The development IdP issues tokens living `seconds` until the block ends."""
+        self.idp_control("PUT", "/config", json={"token_lifetime": seconds})
+        try:
+            yield
+        finally:
+            self.idp_control("PUT", "/config", json={"token_lifetime": 3600})
 
     def set_fault(self, realm: str, mode: str, **extra: Any) -> None:
         self.idp_control("PUT", "/faults", json={"mode": mode, "realm": realm, **extra})

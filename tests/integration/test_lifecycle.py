@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from stack import Realm, Stack, bearer
+from stack import Realm, Stack, bearer, wait_for
 
 
 def rotate_secret(stack: Stack, realm: Realm) -> tuple[str, int]:
@@ -56,16 +56,6 @@ class RequestStream:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
-
-
-def wait_for(predicate: object, *, timeout: float, message: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(message)
 
 
 def fetched_versions(stack: Stack, processes: list[object], realm: str) -> set[int]:

@@ -12,25 +12,14 @@ import redis
 
 from broker.core.backoff import max_attempts
 from broker.devstack.servers import start_openbao, start_redis
-from stack import Stack
-
-
-def wait_for(predicate: object, *, timeout: float, message: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(message)
+from stack import Stack, wait_for
 
 
 @pytest.fixture
 def token_lifetime(stack: Stack, request: pytest.FixtureRequest) -> Iterator[int]:
     lifetime: int = request.param
-    stack.idp_control("PUT", "/config", json={"token_lifetime": lifetime})
-    yield lifetime
-    stack.idp_control("PUT", "/config", json={"token_lifetime": 3600})
+    with stack.token_lifetime(lifetime):
+        yield lifetime
 
 
 def test_redis_outage_serves_from_memory_and_sharing_resumes(stack: Stack) -> None:

@@ -32,9 +32,8 @@ STREAM_LIMIT = 4 * LIFETIME  # seconds: the stream ends by itself, whatever happ
 
 @pytest.fixture
 def short_lived_tokens(stack: Stack) -> Iterator[None]:
-    stack.idp_control("PUT", "/config", json={"token_lifetime": LIFETIME})
-    yield
-    stack.idp_control("PUT", "/config", json={"token_lifetime": 3600})
+    with stack.token_lifetime(LIFETIME):
+        yield
 
 
 @pytest.fixture

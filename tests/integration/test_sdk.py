@@ -232,9 +232,8 @@ MIN_TTL = 1
 
 @pytest.fixture
 def short_lived_tokens(stack: Stack) -> Iterator[None]:
-    stack.idp_control("PUT", "/config", json={"token_lifetime": LIFETIME})
-    yield
-    stack.idp_control("PUT", "/config", json={"token_lifetime": 3600})
+    with stack.token_lifetime(LIFETIME):
+        yield
 
 
 @pytest.mark.usefixtures("short_lived_tokens")

@@ -105,8 +105,7 @@ def test_replica_reads_the_token_another_replica_fetched(stack: Stack) -> None:
 
 def test_min_ttl_beyond_the_cached_token_fetches_a_fresh_one(stack: Stack, broker_url: str) -> None:
     """A cached token with less than min_ttl left is replaced by a fresh one."""
-    stack.idp_control("PUT", "/config", json={"token_lifetime": 200})
-    try:
+    with stack.token_lifetime(200):
         realm = stack.new_realm()
         first = get_token(stack, broker_url, realm.name, min_ttl=10).json()
         # 200 s tokens minus the 30 s skew leave < 170 s: asking for 169 is met by the
@@ -117,8 +116,6 @@ def test_min_ttl_beyond_the_cached_token_fetches_a_fresh_one(stack: Stack, broke
         )
         assert_problem(get_token(stack, broker_url, realm.name, min_ttl=171), 422)
         assert 2 == stack.idp_requests(realm.name)
-    finally:
-        stack.idp_control("PUT", "/config", json={"token_lifetime": 3600})
 
 
 def test_missing_credential_is_401_with_challenge(stack: Stack, broker_url: str) -> None:
