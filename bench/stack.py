@@ -70,16 +70,13 @@ class BenchStack:
         return realm
 
     def idp_control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = httpx.request(method, f"{self.idp.url}/_dev{path}", timeout=10, **kwargs)
-        response.raise_for_status()
-        return response
+        return self.idp.control(method, path, **kwargs)
 
     def idp_requests(self, realm: str) -> int:
-        counts: dict[str, int] = self.idp_control("GET", "/stats").json()["token_requests"]
-        return counts.get(realm, 0)
+        return self.idp.token_requests(realm)
 
     def set_token_lifetime(self, seconds: int) -> None:
-        self.idp_control("PUT", "/config", json={"token_lifetime": seconds})
+        self.idp.set_token_lifetime(seconds)
 
     # -- brokers ------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import json
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -109,22 +109,19 @@ class Stack:
         return realm
 
     def idp_control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = httpx.request(method, f"{self.idp.url}/_dev{path}", timeout=5, **kwargs)
-        response.raise_for_status()
-        return response
+        return self.idp.control(method, path, **kwargs)
 
     def idp_requests(self, realm: str) -> int:
-        counts: Mapping[str, int] = self.idp_control("GET", "/stats").json()["token_requests"]
-        return counts.get(realm, 0)
+        return self.idp.token_requests(realm)
 
     @contextlib.contextmanager
     def token_lifetime(self, seconds: int) -> Iterator[None]:
         """The development IdP issues tokens living `seconds` until the block ends."""
-        self.idp_control("PUT", "/config", json={"token_lifetime": seconds})
+        self.idp.set_token_lifetime(seconds)
         try:
             yield
         finally:
-            self.idp_control("PUT", "/config", json={"token_lifetime": 3600})
+            self.idp.set_token_lifetime(3600)
 
     def set_fault(self, realm: str, mode: str, **extra: Any) -> None:
         self.idp_control("PUT", "/faults", json={"mode": mode, "realm": realm, **extra})

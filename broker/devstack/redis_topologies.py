@@ -16,7 +16,7 @@ from typing import Any, cast
 import redis
 
 from broker.devstack.processes import ManagedProcess, StartupError, free_port, tcp_open
-from broker.devstack.servers import find_redis_server
+from broker.devstack.servers import redis_server_argv
 
 _SLOTS = 16384
 
@@ -83,22 +83,7 @@ def _start_node(
 ) -> RedisNode:
     port = free_port()
     process = ManagedProcess(
-        name,
-        [
-            find_redis_server(),
-            *extra,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(log_dir),
-        ],
-        log_dir=log_dir,
+        name, redis_server_argv(log_dir, port, *extra), log_dir=log_dir
     ).start()
     process.wait_until(tcp_open(port))
     return RedisNode(process, port, bus_port)

@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import httpx
 import hvac
 
 from broker.devstack.processes import ManagedProcess, free_port, http_ok, tcp_open
@@ -93,25 +95,23 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
 
+def redis_server_argv(log_dir: Path, port: int, *extra: str) -> list[str]:
+    """A redis-server on loopback that keeps nothing on disk (`extra`: cluster or sentinel
+    options)."""
+    return [
+        find_redis_server(),
+        *extra,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--save", "",
+        "--appendonly", "no",
+        "--dir", str(log_dir),
+    ]  # fmt: skip
+
+
 def start_redis(log_dir: Path, *, name: str = "redis", port: int | None = None) -> RedisServer:
     port = port or free_port()
-    process = ManagedProcess(
-        name,
-        [
-            find_redis_server(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(log_dir),
-        ],
-        log_dir=log_dir,
-    ).start()
+    process = ManagedProcess(name, redis_server_argv(log_dir, port), log_dir=log_dir).start()
     process.wait_until(tcp_open(port))
     return RedisServer(process, port)
 
@@ -120,6 +120,19 @@ def start_redis(log_dir: Path, *, name: str = "redis", port: int | None = None) 
 class DevIdP:
     process: ManagedProcess
     url: str
+
+    def control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Call one of the development IdP's `/_dev` controls."""
+        response = httpx.request(method, f"{self.url}/_dev{path}", timeout=10, **kwargs)
+        response.raise_for_status()
+        return response
+
+    def token_requests(self, realm: str) -> int:
+        counts: dict[str, int] = self.control("GET", "/stats").json()["token_requests"]
+        return counts.get(realm, 0)
+
+    def set_token_lifetime(self, seconds: int) -> None:
+        self.control("PUT", "/config", json={"token_lifetime": seconds})
 
 
 def start_dev_idp(log_dir: Path, *, config: Path, name: str = "idp") -> DevIdP:
