@@ -270,7 +270,9 @@ class TokenBroker:
         """Join the realm's in-flight load, or start one; start over when it was superseded."""
         while True:
             flight = self._flights.get(realm)
-            if flight is None:
+            # A finished flight stays in the map until its done-callback runs on the next
+            # loop turn; awaiting it again would not yield, so start a new one instead.
+            if flight is None or flight.done():
                 flight = asyncio.create_task(self._load(realm, acceptable), name=f"load:{realm}")
                 self._flights[realm] = flight
                 flight.add_done_callback(lambda done: self._end_flight(realm, done))
@@ -469,11 +471,13 @@ class TokenBroker:
     # -- generations and invalidations ------------------------------------------------
 
     def _see_generation(self, state: RealmState, generation: int) -> None:
-        """A store generation above ours means an eviction we missed: drop our token."""
+        """A store generation above ours means an eviction we missed: forget our token.
+
+        The epoch is left alone: the flight that noticed is reading the new state, it is
+        not stale itself."""
         if generation > state.generation:
             state.generation = generation
-            if state.token is not None:
-                state.drop_token()
+            state.token = None
 
     def _adopt(self, state: RealmState, token: AccessToken, epoch: int) -> IssuedToken:
         if state.epoch != epoch:
@@ -483,7 +487,12 @@ class TokenBroker:
 
     async def _evict_everywhere(self, state: RealmState, *, reason: str) -> None:
         state.drop_token()
-        state.generation = await self._store.evict(state.realm, reason=reason)
+        state.generation = max(
+            state.generation, await self._store.evict(state.realm, reason=reason)
+        )
+        # Again: a flight that read the store before the eviction landed must not keep
+        # or serve what it read.
+        state.drop_token()
 
     async def _follow_invalidations(self) -> None:
         async for item in self._store.invalidations():

@@ -900,3 +900,28 @@ async def test_aclose_cancels_an_in_flight_fetch(h: Harness) -> None:
     with pytest.raises(asyncio.CancelledError):
         await request
     assert [] == h.issuer.issued
+
+
+async def test_fetch_superseded_by_an_eviction_starts_over_without_stalling(h: Harness) -> None:
+    """Callers waiting on a fetch that an eviction superseded get the next fetch's token,
+    and the event loop keeps running meanwhile (a finished flight is never re-awaited)."""
+    gate = h.issuer.block()
+    waiters = [asyncio.create_task(h.broker.token("acme")) for _ in range(5)]
+    await eventually(lambda: h.issuer.fetches == 1)
+    await h.broker.evict("acme", actor=ADMIN, ctx=CTX)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    gate.set()
+    issued = await asyncio.wait_for(asyncio.gather(*waiters), timeout=5)
+    ticker.cancel()
+
+    assert 2 == h.issuer.fetches
+    assert {h.issuer.issued[1].value} == {i.token.value for i in issued}
+    assert ticks > 0
