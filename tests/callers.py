@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from broker.core.policy import hash_key
-from stack import LeakWatch
+from stack import LeakWatch, Stack
+
+K = TypeVar("K")
 
 
 @dataclass
@@ -59,3 +62,16 @@ class PolicyWriter:
         staged.write_text(text if text is not None else yaml.safe_dump(self.document()))
         os.replace(staged, self.path)
         return self.path
+
+
+def policy_path(stack: Stack) -> Path:
+    """Where a module's own caller policy lives (BROKER_POLICY_FILE for its brokers)."""
+    return stack.log_dir / "policy.yaml"
+
+
+def written_policy(stack: Stack, make: Callable[[PolicyWriter], K]) -> K:
+    """Write a policy with the callers `make` adds; returns what `make` returns (the keys)."""
+    policy = PolicyWriter(policy_path(stack), stack.leak_watch)
+    made = make(policy)
+    policy.write()
+    return made

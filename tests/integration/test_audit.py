@@ -17,7 +17,7 @@ import redis
 
 from audit_helpers import stream_events, wait_for_stream, with_request_ids
 from broker.devstack.servers import BrokerServer
-from callers import PolicyWriter
+from callers import PolicyWriter, policy_path, written_policy
 from stack import CallerKeys, Stack, bearer
 
 PREFIX = "audit-module"
@@ -33,16 +33,13 @@ class Keys:
 
 @pytest.fixture(scope="module")
 def keys(module_stack: Stack) -> Keys:
-    policy = PolicyWriter(module_stack.log_dir / "policy.yaml", module_stack.leak_watch)
-    keys = Keys(policy)
-    policy.write()
-    return keys
+    return written_policy(module_stack, Keys)
 
 
 @pytest.fixture(scope="module")
 def broker(module_stack: Stack, keys: Keys) -> BrokerServer:
     return module_stack.start_broker(
-        BROKER_KEY_PREFIX=PREFIX, BROKER_POLICY_FILE=str(module_stack.log_dir / "policy.yaml")
+        BROKER_KEY_PREFIX=PREFIX, BROKER_POLICY_FILE=str(policy_path(module_stack))
     )
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from broker.devstack.servers import BrokerServer
-from callers import PolicyWriter
+from callers import PolicyWriter, policy_path
 from stack import Realm, Stack, bearer
 from workload_issuer import SigningKey, WorkloadIssuer, tampered
 
@@ -29,7 +29,7 @@ def issuer() -> Iterator[WorkloadIssuer]:
 
 @pytest.fixture(scope="module")
 def broker(module_stack: Stack, issuer: WorkloadIssuer) -> BrokerServer:
-    policy = PolicyWriter(module_stack.log_dir / "policy.yaml", module_stack.leak_watch)
+    policy = PolicyWriter(policy_path(module_stack), module_stack.leak_watch)
     policy.subject_caller("ledger", SUBJECT, realms=("*",))
     policy.jwt_issuers.append(issuer.spec())
     return module_stack.start_broker(BROKER_POLICY_FILE=str(policy.write()))

@@ -11,7 +11,7 @@ import pytest
 from audit_helpers import wait_for_stream
 from broker.devstack.processes import free_port
 from broker.devstack.servers import BrokerServer
-from callers import PolicyWriter
+from callers import PolicyWriter, policy_path, written_policy
 from stack import Realm, Stack, bearer
 
 PREFIX = "ratelimit-module"
@@ -34,16 +34,13 @@ class Keys:
 
 @pytest.fixture(scope="module")
 def keys(module_stack: Stack) -> Keys:
-    policy = PolicyWriter(module_stack.log_dir / "policy.yaml", module_stack.leak_watch)
-    keys = Keys(policy)
-    policy.write()
-    return keys
+    return written_policy(module_stack, Keys)
 
 
 @pytest.fixture(scope="module")
 def replicas(module_stack: Stack, keys: Keys) -> list[BrokerServer]:
     return module_stack.start_brokers(
-        2, BROKER_KEY_PREFIX=PREFIX, BROKER_POLICY_FILE=str(module_stack.log_dir / "policy.yaml")
+        2, BROKER_KEY_PREFIX=PREFIX, BROKER_POLICY_FILE=str(policy_path(module_stack))
     )
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from broker.devstack.servers import BrokerServer
-from callers import PolicyWriter
+from callers import PolicyWriter, policy_path, written_policy
 from stack import Realm, Stack, bearer
 
 
@@ -23,15 +23,12 @@ class Keys:
 
 @pytest.fixture(scope="module")
 def keys(module_stack: Stack) -> Keys:
-    policy = PolicyWriter(module_stack.log_dir / "policy.yaml", module_stack.leak_watch)
-    keys = Keys(policy)
-    policy.write()
-    return keys
+    return written_policy(module_stack, Keys)
 
 
 @pytest.fixture(scope="module")
 def broker(module_stack: Stack, keys: Keys) -> BrokerServer:
-    return module_stack.start_broker(BROKER_POLICY_FILE=str(module_stack.log_dir / "policy.yaml"))
+    return module_stack.start_broker(BROKER_POLICY_FILE=str(policy_path(module_stack)))
 
 
 @pytest.fixture(scope="module")
