@@ -7,10 +7,11 @@ tests can state how often the IdP or the secret source was called.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import SecretStr
@@ -33,19 +34,76 @@ EPOCH = 1_800_000_000.0
 
 
 class FakeClock:
-    """A clock that moves only when the test says so."""
+    """Virtual time: a wall reading (for `exp`) and a monotonic reading (for deadlines and
+    sleeps) that move only when the test says so.
+
+    `sleep()` parks the caller until `advance()` (or `run_until()`) moves the monotonic
+    reading past its wake-up time, so refresh, lease and peer-wait tests take no real time
+    and always see the same order of events.
+    """
 
     def __init__(self, now: float = EPOCH) -> None:
-        self._now = now
+        self._wall = now
+        self._monotonic = 0.0
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._sequence = 0
 
     def now(self) -> float:
-        return self._now
+        return self._wall
+
+    def monotonic(self) -> float:
+        return self._monotonic
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        wake = asyncio.get_running_loop().create_future()
+        self._sequence += 1
+        heapq.heappush(self._sleepers, (self._monotonic + seconds, self._sequence, wake))
+        await wake
 
     def set(self, now: float) -> None:
-        self._now = now
+        """Set the wall reading only (a wall clock stepped by NTP); sleepers stay asleep."""
+        self._wall = now
 
     def advance(self, seconds: float) -> None:
-        self._now += seconds
+        """Move both readings forward and wake every sleeper that is due."""
+        self._wall += seconds
+        self._monotonic += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._monotonic:
+            _, _, wake = heapq.heappop(self._sleepers)
+            if not wake.done():
+                wake.set_result(None)
+
+    def sleeping(self) -> int:
+        """How many tasks are asleep on this clock."""
+        return sum(1 for _, _, wake in self._sleepers if not wake.done())
+
+    async def run_until(
+        self, condition: Callable[[], bool], *, within: float = 2.0, max_jumps: int = 100_000
+    ) -> None:
+        """Let the loop run; whenever it has nothing left to do before the next wake-up,
+        jump virtual time to that wake-up. Fails when `condition()` does not hold after
+        `within` real seconds or `max_jumps` jumps."""
+        deadline = time.monotonic() + within
+        for _ in range(max_jumps):
+            for _ in range(_SETTLE_TURNS):
+                if condition():
+                    return
+                await asyncio.sleep(0)
+            if time.monotonic() > deadline:
+                break
+            pending = [when for when, _, wake in self._sleepers if not wake.done()]
+            if pending:
+                self.advance(max(0.0, min(pending) - self._monotonic))
+        if not condition():
+            raise AssertionError(f"condition not reached (virtual time {self._monotonic} s)")
+
+
+# Loop turns given to the tasks before virtual time jumps: the fakes answer without real
+# I/O, so a few turns let every woken task reach its next sleep.
+_SETTLE_TURNS = 20
 
 
 def realm_credentials(realm: str, *, version: int = 1, **extra: str) -> RealmCredentials:
@@ -121,6 +179,11 @@ class FakeIssuer:
         self.fail_with: BrokerError | None = None
         self.refused_versions: set[int] = set()
         self.versions_seen: list[int] = []
+        # Lifetimes of the next tokens, used before `lifetime` (an IdP that once answers a
+        # shorter token, as Keycloak does when a client session nears its maximum).
+        self.upcoming_lifetimes: list[float] = []
+        # Awaited after each request reached the IdP (a test acting in the middle of a fetch).
+        self.after_fetch: Callable[[], Awaitable[None]] | None = None
         self._gate: asyncio.Event | None = None
 
     def block(self) -> asyncio.Event:
@@ -132,14 +195,17 @@ class FakeIssuer:
         self.versions_seen.append(credentials.version)
         if self._gate is not None:
             await self._gate.wait()
+        if self.after_fetch is not None:
+            await self.after_fetch()
         if self.fail_with is not None:
             raise self.fail_with
         if credentials.version in self.refused_versions:
             raise IdPRejected("the IdP answered 'invalid_client'", reason="invalid_client")
         now = self._clock.now()
+        lifetime = self.upcoming_lifetimes.pop(0) if self.upcoming_lifetimes else self.lifetime
         token = AccessToken(
             value=f"token-{credentials.realm}-{len(self.issued) + 1}",
-            expires_at=now + self.lifetime,
+            expires_at=now + lifetime,
             issued_at=now,
             credential_version=credentials.version,
         )
