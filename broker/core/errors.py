@@ -16,6 +16,7 @@
         ├── CredentialsInvalid          502  the realm's secret lacks client_id / client_secret
         ├── SecretSourceUnavailable     503  Vault cannot be reached
         ├── StoreUnavailable            503  Redis failed (the core falls back; rarely surfaces)
+        ├── RealmUnsettled              503  the realm was evicted or rotated during every fetch
         ├── JwksUnavailable             503  a workload issuer's keys cannot be fetched
         └── AuditUnavailable            503  BROKER_AUDIT_REQUIRED and no durable audit record
 
@@ -139,6 +140,13 @@ class StoreUnavailable(UpstreamError):
     default_retry_after = 5
     slug = "token-store-unavailable"
     title = "The token store is unreachable"
+
+
+class RealmUnsettled(UpstreamError):
+    status = 503
+    title = "The realm was evicted or rotated during every fetch"
+    slug = "realm-unsettled"
+    default_retry_after = 1
 
 
 class JwksUnavailable(UpstreamError):

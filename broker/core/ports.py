@@ -12,8 +12,20 @@ from broker.core.policy import JwtIssuerSpec, RateLimit
 
 
 class Clock(Protocol):
+    """Time, read two ways: the wall (for `exp` and anything shared between replicas) and
+    a monotonic reading (for deadlines and durations, immune to clock steps). The core
+    sleeps through the clock too, so its tests run on virtual time."""
+
     def now(self) -> float:
         """Wall-clock seconds since the epoch (JWT `exp` is on this scale)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps; only differences mean anything."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Suspend the caller for `seconds` of monotonic time."""
         ...
 
 

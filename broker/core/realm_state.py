@@ -1,26 +1,119 @@
-"""What one replica knows about one realm, kept together so it changes together."""
+"""What one replica knows about each realm, and the registry that holds it.
+
+The parts of the core share this state; none of them owns it. A part that must react when
+a realm's token changes (the refresh scheduler) subscribes with `on_token_change` instead
+of being called by the part that changed it.
+
+Two counters say how current a realm's token is, one per scope:
+
+- `shared_generation` is the *store's* generation, shared by every replica: each eviction
+  or rotation raises it there, and a replica that sees a higher one drops its token;
+- `local_epoch` is this process's own count of drops: a fetch that began in an earlier
+  epoch cannot keep or serve its token.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 from broker.core.models import AccessToken, Backoff, RealmCredentials
 
+TokenListener = Callable[["RealmState"], None]
 
-@dataclass(slots=True)
+
 class RealmState:
-    realm: str
-    token: AccessToken | None = None
-    # The store's generation this replica last saw; an invalidation above it drops the token.
-    generation: int = 0
-    # Raised on every local drop, so a fetch that began before it cannot write back.
-    epoch: int = 0
-    credentials: RealmCredentials | None = None
-    last_used: float = 0.0
-    last_refresh: float | None = None
-    last_error: str | None = None
-    backoff: Backoff | None = None
+    __slots__ = (
+        "_listener",
+        "_token",
+        "backoff",
+        "credentials",
+        "last_error",
+        "last_refresh",
+        "last_used",
+        "local_epoch",
+        "realm",
+        "shared_generation",
+    )
+
+    def __init__(self, realm: str, *, on_token_change: TokenListener | None = None) -> None:
+        self.realm = realm
+        self._token: AccessToken | None = None
+        self._listener = on_token_change
+        self.shared_generation = 0
+        self.local_epoch = 0
+        self.credentials: RealmCredentials | None = None
+        # Monotonic reading of the last request for the realm (refresh stops when idle).
+        self.last_used = 0.0
+        # Wall time of the last successful fetch, and the code of the last failure.
+        self.last_refresh: float | None = None
+        self.last_error: str | None = None
+        # This replica's copy of the shared IdP backoff (kept when the store is down).
+        self.backoff: Backoff | None = None
+
+    @property
+    def token(self) -> AccessToken | None:
+        return self._token
+
+    def keep(self, token: AccessToken) -> None:
+        """Hold `token` unless the one held lives longer and is from the same secret."""
+        current = self._token
+        if (
+            current is None
+            or token.expires_at >= current.expires_at
+            or token.credential_version > current.credential_version
+        ):
+            self._set(token)
 
     def drop_token(self) -> None:
-        self.token = None
-        self.epoch += 1
+        """Drop the token (an eviction here): fetches begun before cannot write back."""
+        self.local_epoch += 1
+        self._set(None)
+
+    def see_generation(self, generation: int) -> bool:
+        """Note the store's generation; above ours means an eviction we missed, so the
+        token goes. The epoch is left alone: whoever noticed is reading the new state."""
+        if generation <= self.shared_generation:
+            return False
+        self.shared_generation = generation
+        self._set(None)
+        return True
+
+    def _set(self, token: AccessToken | None) -> None:
+        changed = token is not self._token
+        self._token = token
+        if changed and self._listener is not None:
+            self._listener(self)
+
+
+class RealmRegistry:
+    """Every realm this replica has been asked about, by name."""
+
+    def __init__(self) -> None:
+        self._states: dict[str, RealmState] = {}
+        self._listeners: list[TokenListener] = []
+
+    def on_token_change(self, listener: TokenListener) -> None:
+        """Call `listener` whenever any realm's token is replaced or dropped."""
+        self._listeners.append(listener)
+
+    def get(self, realm: str) -> RealmState | None:
+        return self._states.get(realm)
+
+    def state(self, realm: str) -> RealmState:
+        state = self._states.get(realm)
+        if state is None:
+            state = self._states[realm] = RealmState(realm, on_token_change=self._notify)
+        return state
+
+    def forget(self, realm: str) -> None:
+        self._states.pop(realm, None)
+
+    def all(self) -> list[RealmState]:
+        return list(self._states.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._states)
+
+    def _notify(self, state: RealmState) -> None:
+        for listener in self._listeners:
+            listener(state)

@@ -12,14 +12,15 @@ from broker.core.broker import BrokerTimings
 from broker.core.errors import BrokerError, StoreUnavailable
 from broker.core.models import Cached, Invalidation, TokenSource
 from fakes import eventually
-from harness import ADMIN, CTX, FAST, Harness, MakeHarness
+from harness import ADMIN, CTX, Harness, MakeHarness
 
 
 def _catch_up_tasks() -> list[asyncio.Task[Any]]:
     return [
         task
         for task in asyncio.all_tasks()
-        if not task.done() and "catch_up" in getattr(task.get_coro(), "__qualname__", "")
+        if not task.done()
+        and getattr(task.get_coro(), "__qualname__", "").endswith("._catch_up_until_done")
     ]
 
 
@@ -147,9 +148,10 @@ async def test_eviction_the_store_refused_is_audited_as_a_failure(h: Harness) ->
     assert ("failure", "token-store-unavailable") == (event.outcome, event.reason)
 
 
-async def test_peer_wait_deadline_passes_on_virtual_time(h: Harness) -> None:
+async def test_peer_wait_deadline_passes_on_virtual_time(make_harness: MakeHarness) -> None:
     """Waiting for a stuck peer ends at peer_wait on the injected clock: virtual time alone
     brings the broker to fetch itself."""
+    h = make_harness(timings=BrokerTimings(peer_poll_min=0.5, peer_poll_max=1.0, peer_wait=30))
     await h.shared.acquire_lock("acme", "stuck-replica", 3600)
     request = asyncio.create_task(h.broker.token("acme"))
 
@@ -157,7 +159,7 @@ async def test_peer_wait_deadline_passes_on_virtual_time(h: Harness) -> None:
 
     assert (TokenSource.IDP, True) == (
         request.result().source,
-        h.clock.monotonic() >= FAST.peer_wait,
+        h.clock.monotonic() >= 30,
     )
 
 
