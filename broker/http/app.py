@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -32,6 +31,7 @@ from broker.core.broker import BrokerTimings, TokenBroker
 from broker.core.catalog import RealmCatalog
 from broker.core.identity import Gatekeeper
 from broker.core.ports import AuditTrail, RateLimiter, TokenStore
+from broker.core.supervisor import TaskSupervisor
 from broker.http.health_monitor import DependencyMonitor
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.openapi import install_openapi
@@ -125,6 +125,10 @@ def create_app(settings: Settings) -> FastAPI:
                 settings, clock, stack
             )
             audit = MetricsAuditSink(recorded, metrics)
+            # The one owner of every background task: crashes are logged and restarted,
+            # and closing it (before the clients it uses) cancels and awaits them all.
+            tasks = TaskSupervisor(clock)
+            stack.push_async_callback(tasks.aclose)
             broker = TokenBroker(
                 secrets=secrets,
                 issuer=issuer,
@@ -139,18 +143,17 @@ def create_app(settings: Settings) -> FastAPI:
                     idp_backoff_max=settings.idp_backoff_max,
                     vault_poll=settings.vault_poll_seconds,
                 ),
+                supervisor=tasks,
             )
             try:
                 await secrets.login()
             except Exception as exc:  # start anyway: reads log in again by themselves
                 log.warning("vault login failed at start-up", extra={"error": type(exc).__name__})
-            vault_keeper = asyncio.create_task(secrets.keep_token_fresh(), name="vault-token")
-            stack.callback(vault_keeper.cancel)
+            tasks.start("vault-token", secrets.keep_token_fresh)
             broker.start()
             stack.push_async_callback(broker.aclose)
             health = DependencyMonitor({"vault": secrets, "redis": store})
-            watcher = asyncio.create_task(health.watch(), name="dependency-health")
-            stack.callback(watcher.cancel)
+            tasks.start("dependency-health", health.watch)
             metrics.add_gauges(
                 StateCollector(
                     statuses=broker.realm_statuses,
@@ -175,6 +178,7 @@ def create_app(settings: Settings) -> FastAPI:
                     realms=catalog,
                     health=health,
                     metrics=metrics,
+                    tasks=tasks,
                 )
             }
 

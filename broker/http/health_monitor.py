@@ -1,13 +1,20 @@
 """`DependencyMonitor`: each dependency's health, checked live for /readyz and kept
-fresh in the background for the `dependency_up` gauge (a scrape must not wait on Vault)."""
+fresh in the background for the `dependency_up` gauge (a scrape must not wait on Vault).
+
+`watch()` runs under the application's task supervisor, which logs and restarts it should
+it ever crash; a ping failing in a way nobody foresaw is reported as `failing` (and
+logged) rather than ending the watch, so the gauge never freezes on its last value."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Literal
 
 from broker.core.errors import BrokerError
 from broker.http.state import Pingable
+
+log = logging.getLogger(__name__)
 
 CheckState = Literal["ok", "failing"]
 
@@ -22,6 +29,9 @@ class DependencyMonitor:
         try:
             await asyncio.wait_for(dependency.ping(), timeout=self._timeout)
         except (BrokerError, TimeoutError, OSError):
+            return "failing"
+        except Exception:
+            log.exception("dependency check failed unexpectedly")
             return "failing"
         return "ok"
 

@@ -11,6 +11,7 @@ from broker.core.broker import TokenBroker
 from broker.core.catalog import RealmCatalog
 from broker.core.identity import Gatekeeper
 from broker.core.ports import AuditTrail
+from broker.core.supervisor import TaskSupervisor
 from broker.settings import Settings
 
 
@@ -32,3 +33,4 @@ class AppState:
     realms: RealmCatalog
     health: DependencyMonitor
     metrics: BrokerMetrics
+    tasks: TaskSupervisor

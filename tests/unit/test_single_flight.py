@@ -10,6 +10,13 @@ import pytest
 from broker.core.errors import (
     IdPUnavailable,
 )
+from broker.core.single_flight import (
+    Demand,
+    KeyedSingleFlight,
+    Superseded,
+    SupersededTooOften,
+    Unsatisfied,
+)
 from fakes import eventually
 from harness import ADMIN, CTX, Harness
 
@@ -129,3 +136,112 @@ async def test_stricter_waiter_on_a_laxer_flight_gets_a_token_long_enough(h: Har
     served = await asyncio.gather(lax, strict)
 
     assert ("token-acme-1", "token-acme-2") == tuple(s.token.value for s in served)
+
+
+# --- KeyedSingleFlight alone ------------------------------------------------------------
+
+
+class Loads:
+    """A load function that counts its runs and answers what the test queues."""
+
+    def __init__(self, *values: int) -> None:
+        self.values = list(values)
+        self.runs = 0
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def __call__(self, demand: Demand[int]) -> int:
+        self.runs += 1
+        demand.commit()  # like an IdP request: whatever comes back is final for those present
+        await self.gate.wait()
+        return self.values.pop(0)
+
+
+async def test_waiters_of_one_key_share_one_load() -> None:
+    """Concurrent waiters on one key get the value of a single load."""
+    flights: KeyedSingleFlight[str, int] = KeyedSingleFlight(name="t")
+    loads = Loads(7)
+    loads.gate.clear()
+    waiters = [asyncio.create_task(flights.run("k", loads, lambda v: True)) for _ in range(10)]
+    await eventually(lambda: loads.runs == 1)
+    loads.gate.set()
+
+    assert ([7] * 10, 1) == (await asyncio.gather(*waiters), loads.runs)
+
+
+async def test_waiter_refusing_a_value_it_did_not_commit_to_starts_another_load() -> None:
+    """A waiter that joined after the load committed, and refuses its value, gets the next
+    load's value instead."""
+    flights: KeyedSingleFlight[str, int] = KeyedSingleFlight(name="t")
+    loads = Loads(1, 5)
+    loads.gate.clear()
+    lax = asyncio.create_task(flights.run("k", loads, lambda v: True))
+    await eventually(lambda: loads.runs == 1)
+    strict = asyncio.create_task(flights.run("k", loads, lambda v: v >= 5))
+    await asyncio.sleep(0)
+    loads.gate.set()
+
+    assert ([1, 5], 2) == (list(await asyncio.gather(lax, strict)), loads.runs)
+
+
+async def test_waiter_refusing_a_value_committed_for_it_is_unsatisfied() -> None:
+    """A waiter present when the load committed, refusing its value, gets Unsatisfied
+    carrying that value, without another load."""
+    flights: KeyedSingleFlight[str, int] = KeyedSingleFlight(name="t")
+    loads = Loads(1, 5)
+
+    with pytest.raises(Unsatisfied) as caught:
+        await flights.run("k", loads, lambda v: v >= 5)
+
+    assert (1, 1) == (caught.value.value, loads.runs)
+
+
+async def test_load_sees_every_waiters_demand() -> None:
+    """The load's `Demand.accepts` holds only for a value every current waiter accepts."""
+    flights: KeyedSingleFlight[str, int] = KeyedSingleFlight(name="t")
+    seen: list[tuple[bool, bool]] = []
+    gate = asyncio.Event()
+
+    async def load(demand: Demand[int]) -> int:
+        await gate.wait()
+        seen.append((demand.accepts(3), demand.accepts(9)))
+        return 9
+
+    first = asyncio.create_task(flights.run("k", load, lambda v: v >= 1))
+    second = asyncio.create_task(flights.run("k", load, lambda v: v >= 5))
+    await asyncio.sleep(0)
+    gate.set()
+    await asyncio.gather(first, second)
+
+    assert [(False, True)] == seen
+
+
+async def test_superseded_loads_are_retried_a_bounded_number_of_times() -> None:
+    """A load superseded every time ends in SupersededTooOften after `supersessions` runs."""
+    flights: KeyedSingleFlight[str, int] = KeyedSingleFlight(name="t", supersessions=3)
+    runs = 0
+
+    async def stale(demand: Demand[int]) -> int:
+        nonlocal runs
+        runs += 1
+        raise Superseded
+
+    with pytest.raises(SupersededTooOften):
+        await flights.run("k", stale, lambda v: True)
+
+    assert 3 == runs
+
+
+async def test_aclose_cancels_running_loads() -> None:
+    """aclose() cancels every running load and waits for it; its waiters see the cancellation."""
+    flights: KeyedSingleFlight[str, int] = KeyedSingleFlight(name="t")
+    loads = Loads(1)
+    loads.gate.clear()
+    waiter = asyncio.create_task(flights.run("k", loads, lambda v: True))
+    await eventually(lambda: loads.runs == 1)
+
+    await flights.aclose()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not flights.running("k")

@@ -40,6 +40,10 @@ async def readyz(state: StateDep) -> JSONResponse:
     # Redis is optional for serving (replicas fall back to themselves); Vault is needed
     # only while no realm's credentials are loaded yet.
     can_serve = checks.get("vault") == "ok" or state.broker.has_credentials()
+    # A background task the broker cannot live without crashed: not ready, and named.
+    for task in state.tasks.failed():
+        checks[f"task:{task}"] = "failing"
+        can_serve = False
     body = Readiness(status="ready" if can_serve else "not_ready", checks=checks)
     return JSONResponse(body.model_dump(), status_code=200 if can_serve else 503)
 
