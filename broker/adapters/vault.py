@@ -53,12 +53,15 @@ class VaultAuth:
 
 
 @contextlib.contextmanager
-def _mapped(realm: str) -> Iterator[None]:
+def _mapped(realm: str | None) -> Iterator[None]:
+    """Translate hvac's errors; `realm` is None for calls that concern no realm (login,
+    the token's own lifecycle, the cache key, listings)."""
     try:
         yield
     except hvac.exceptions.InvalidPath as exc:
         # Also raised for a soft-deleted or destroyed version (raise_on_deleted_version).
-        raise RealmNotFound(f"no credentials for realm {realm!r}") from exc
+        what = f"no credentials for realm {realm!r}" if realm else "no such secret"
+        raise RealmNotFound(what) from exc
     except (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized) as exc:
         raise SecretSourceUnavailable("the broker is not allowed to read the secret store") from exc
     except (hvac.exceptions.VaultError, requests.RequestException, OSError) as exc:
@@ -96,7 +99,7 @@ class VaultSecretSource:
         await anyio.to_thread.run_sync(self._login)
 
     def _login(self) -> None:
-        with self._login_lock, _mapped("-"):
+        with self._login_lock, _mapped(None):
             if self._auth.role_id and self._auth.secret_id:
                 self._client.auth.approle.login(
                     role_id=self._auth.role_id,
@@ -113,7 +116,7 @@ class VaultSecretSource:
                 raise SecretSourceUnavailable("no Vault credentials configured")
             self._logged_in = True
 
-    def _call(self, realm: str, operation: Callable[[], T]) -> T:
+    def _call(self, realm: str | None, operation: Callable[[], T]) -> T:
         """Run `operation`, logging in first if needed and once more if Vault refuses our
         token (it expired, or was revoked) and we have a way to get a new one."""
         if not self._logged_in:
@@ -143,7 +146,7 @@ class VaultSecretSource:
 
     def _maintain_token(self) -> float:
         try:
-            info = self._call("-", lambda: self._client.auth.token.lookup_self())["data"]
+            info = self._call(None, lambda: self._client.auth.token.lookup_self())["data"]
         except SecretSourceUnavailable:
             return 10.0
         ttl, creation_ttl = int(info.get("ttl") or 0), int(info.get("creation_ttl") or 0)
@@ -153,7 +156,7 @@ class VaultSecretSource:
             return max(1.0, (ttl - creation_ttl / 2) / 2)
         try:
             if info.get("renewable"):
-                with _mapped("-"):
+                with _mapped(None):
                     self._client.auth.token.renew_self()
             elif self._auth.can_login_again:
                 self._login()
@@ -198,7 +201,7 @@ class VaultSecretSource:
         def read() -> list[str]:
             try:
                 listing = self._call(
-                    "-",
+                    None,
                     lambda: self._client.secrets.kv.v2.list_secrets(
                         path=self._path("realms"), mount_point=self._mount
                     ),
@@ -229,7 +232,7 @@ class VaultSecretSource:
         document = {"current": key_id, key_id: base64.b64encode(fresh.keys[key_id]).decode()}
         try:
             self._call(
-                "-",
+                None,
                 lambda: self._client.secrets.kv.v2.create_or_update_secret(
                     path=path, secret=document, cas=0, mount_point=self._mount
                 ),
@@ -244,7 +247,7 @@ class VaultSecretSource:
 
     def _read_data(self, path: str) -> dict[str, Any]:
         response = self._call(
-            "-",
+            None,
             lambda: self._client.secrets.kv.v2.read_secret_version(
                 path=path, mount_point=self._mount, raise_on_deleted_version=True
             ),
@@ -257,7 +260,7 @@ class VaultSecretSource:
     async def ping(self) -> None:
         def check() -> None:
             # lookup-self: Vault answers and our token is still good.
-            if not self._call("-", self._client.is_authenticated):
+            if not self._call(None, self._client.is_authenticated):
                 raise SecretSourceUnavailable("the broker's Vault token is not valid")
 
         await anyio.to_thread.run_sync(check)
