@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     expiry_skew: int = Field(default=30, ge=0, le=600)
     refresh_before: int = Field(default=300, ge=0, le=3600)
+    # At most one fetch per realm in this many seconds forced by a min_ttl above the
+    # newest token's remaining life (shared by the replicas through the store).
+    forced_fetch_interval: float = Field(default=10.0, gt=0, le=3600)
     max_header_bytes: int = Field(default=16384, ge=1024, le=1048576)
 
     @field_validator(

@@ -18,6 +18,7 @@ class MemoryTokenStore:
         self._tokens: dict[str, tuple[AccessToken | None, int, float]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         self._backoffs: dict[str, Backoff] = {}
+        self._forced: dict[str, float] = {}  # realm -> when its forced-fetch window closes
         self._listeners: list[asyncio.Queue[Invalidation]] = []
 
     def _entry(self, realm: str) -> tuple[AccessToken | None, int] | None:
@@ -89,6 +90,14 @@ class MemoryTokenStore:
 
     async def lock_held(self, realm: str) -> bool:
         return self._holder(realm) is not None
+
+    async def claim_forced_fetch(self, realm: str, interval: float) -> float:
+        now = self._clock.now()
+        until = self._forced.get(realm, 0.0)
+        if until > now:
+            return until - now
+        self._forced[realm] = now + interval
+        return 0.0
 
     async def get_backoff(self, realm: str) -> Backoff | None:
         return self._backoffs.get(realm)

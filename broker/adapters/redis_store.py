@@ -254,6 +254,22 @@ class RedisTokenStore:
         with self._guard():
             return bool(await self._redis.exists(rules.lock_key(self._prefix, realm)))
 
+    # -- forced fetches -----------------------------------------------------------------
+
+    async def claim_forced_fetch(self, realm: str, interval: float) -> float:
+        key = rules.forced_fetch_key(self._prefix, realm)
+        window_ms = max(1, int(interval * 1000))
+        with self._guard():
+            if await self._redis.set(key, b"1", nx=True, px=window_ms):
+                return 0.0
+            left_ms = int(await self._redis.pttl(key))
+            if left_ms == -1:
+                # A window without expiry (not ours: written by hand): bound it again.
+                await self._redis.pexpire(key, window_ms)
+                left_ms = window_ms
+        # -2: the window closed between the two calls; refuse this once, briefly.
+        return max(left_ms, 1) / 1000
+
     # -- shared backoff -----------------------------------------------------------------
 
     def _backoff_key(self, realm: str) -> str:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from broker.core import rules
 from broker.core.audit import AuditRecorder
 from broker.core.context import RequestContext
-from broker.core.errors import BrokerError, Forbidden, MinTtlUnsatisfiable, RealmNotFound
+from broker.core.errors import BrokerError, Forbidden, RealmNotFound
 from broker.core.idp_backoff import IdPBackoff
 from broker.core.invalidation_follower import InvalidationFollower
+from broker.core.min_ttl_guard import MinTtlGuard
 from broker.core.models import AccessToken, IssuedToken, RealmStatus, TokenSource
 from broker.core.peer_coordinator import PeerCoordinator, PeerTimings
 from broker.core.policy import Caller
@@ -54,6 +55,7 @@ class BrokerTimings:
     idp_backoff_base: float = 1.0
     idp_backoff_max: float = 60.0
     vault_poll: float = 30.0
+    forced_fetch_interval: float = 10.0
 
 
 class TokenBroker:
@@ -89,6 +91,13 @@ class TokenBroker:
             clock=clock,
             expiry_skew=timings.expiry_skew,
         )
+        self._guard = MinTtlGuard(
+            store,
+            clock,
+            interval=timings.forced_fetch_interval,
+            expiry_skew=timings.expiry_skew,
+            refresh_before=timings.refresh_before,
+        )
         self._supply = TokenSupply(
             registry=self._realms,
             store=store,
@@ -103,6 +112,7 @@ class TokenBroker:
                     peer_wait=timings.peer_wait,
                 ),
             ),
+            guard=self._guard,
             clock=clock,
             expiry_skew=timings.expiry_skew,
         )
@@ -191,6 +201,8 @@ class TokenBroker:
         if cached is not None and self._satisfies(cached, min_ttl):
             return IssuedToken(realm, cached, TokenSource.MEMORY)
 
+        self._guard.check_reach(state, min_ttl)
+
         def enough(token: AccessToken) -> bool:
             return self._satisfies(token, min_ttl)
 
@@ -202,11 +214,7 @@ class TokenBroker:
                 self._realms.forget(realm)
             raise
         except Unsatisfied as exc:
-            issued: IssuedToken = exc.value
-            raise MinTtlUnsatisfiable(
-                f"tokens of realm {realm!r} live {int(issued.token.lifetime())} s; "
-                f"min_ttl {int(min_ttl)} cannot be met"
-            ) from None
+            raise self._guard.refusal(state, min_ttl, exc.value) from None
 
     async def rotate(self, realm: str, *, actor: str, ctx: RequestContext) -> RealmStatus:
         """Re-read the realm's credentials, drop its token on every replica, fetch anew."""

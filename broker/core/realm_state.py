@@ -23,16 +23,19 @@ TokenListener = Callable[["RealmState"], None]
 
 class RealmState:
     __slots__ = (
+        "_lifetime_seen_at",
         "_listener",
         "_token",
         "backoff",
         "credentials",
+        "forced_window_until",
         "last_error",
         "last_refresh",
         "last_used",
         "local_epoch",
         "realm",
         "shared_generation",
+        "token_lifetime",
     )
 
     def __init__(self, realm: str, *, on_token_change: TokenListener | None = None) -> None:
@@ -49,6 +52,11 @@ class RealmState:
         self.last_error: str | None = None
         # This replica's copy of the shared IdP backoff (kept when the store is down).
         self.backoff: Backoff | None = None
+        # The lifetime of the newest token seen (what a new token would live), and this
+        # replica's view of the shared forced-fetch window (monotonic; see min_ttl_guard).
+        self.token_lifetime: float | None = None
+        self._lifetime_seen_at = float("-inf")
+        self.forced_window_until = 0.0
 
     @property
     def token(self) -> AccessToken | None:
@@ -56,6 +64,9 @@ class RealmState:
 
     def keep(self, token: AccessToken) -> None:
         """Hold `token` unless the one held lives longer and is from the same secret."""
+        if token.issued_at >= self._lifetime_seen_at:
+            self._lifetime_seen_at = token.issued_at
+            self.token_lifetime = token.lifetime()
         current = self._token
         if (
             current is None

@@ -61,3 +61,7 @@ def lock_key(prefix: str, realm: str) -> str:
 
 def backoff_key(prefix: str, realm: str) -> str:
     return realm_key(prefix, "backoff", realm)
+
+
+def forced_fetch_key(prefix: str, realm: str) -> str:
+    return realm_key(prefix, "forced", realm)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from broker.core import rules
 from broker.core.errors import RealmUnsettled, StoreUnavailable
+from broker.core.min_ttl_guard import MinTtlGuard
 from broker.core.models import AccessToken, IssuedToken, TokenSource
 from broker.core.peer_coordinator import PeerCoordinator
 from broker.core.ports import Clock, TokenStore
@@ -43,6 +44,7 @@ class TokenSupply:
         store: TokenStore,
         fetcher: RealmFetcher,
         coordinator: PeerCoordinator,
+        guard: MinTtlGuard,
         clock: Clock,
         expiry_skew: float,
         attempts: int = 3,
@@ -52,6 +54,7 @@ class TokenSupply:
         self._store = store
         self._fetcher = fetcher
         self._coordinator = coordinator
+        self._guard = guard
         self._clock = clock
         self._skew = expiry_skew
         self._supersessions = supersessions
@@ -98,9 +101,16 @@ class TokenSupply:
                 "token store unavailable, fetching alone",
                 extra={"realm": state.realm, "error": str(exc)},
             )
+            newest = state.token
+            if newest is not None and await self._forced_fetch_refused(state, demand, newest):
+                return self._adopt(state, newest, epoch, source=TokenSource.MEMORY)
             return await self._fetch(state, demand, epoch=epoch, generation=None)
         state.see_generation(cached.generation)
         if cached.token is not None and acceptable(cached.token):
+            return self._adopt(state, cached.token, epoch)
+        if cached.token is not None and await self._forced_fetch_refused(
+            state, demand, cached.token
+        ):
             return self._adopt(state, cached.token, epoch)
 
         async def locked() -> IssuedToken:
@@ -164,8 +174,25 @@ class TokenSupply:
         state.keep(token)
         return IssuedToken(state.realm, token, TokenSource.IDP)
 
-    def _adopt(self, state: RealmState, token: AccessToken, epoch: int) -> IssuedToken:
+    async def _forced_fetch_refused(
+        self, state: RealmState, demand: Demand[IssuedToken], newest: AccessToken
+    ) -> bool:
+        """Whether replacing `newest` would be a forced fetch and its window is closed.
+        Then `newest` is final for the waiters present: it is all there is for now."""
+        if not self._guard.forces_fetch(state, newest) or await self._guard.claim(state):
+            return False
+        demand.commit()
+        return True
+
+    def _adopt(
+        self,
+        state: RealmState,
+        token: AccessToken,
+        epoch: int,
+        *,
+        source: TokenSource = TokenSource.REDIS,
+    ) -> IssuedToken:
         if state.local_epoch != epoch:
             raise Superseded
         state.keep(token)
-        return IssuedToken(state.realm, token, TokenSource.REDIS)
+        return IssuedToken(state.realm, token, source)

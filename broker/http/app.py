@@ -142,6 +142,7 @@ def create_app(settings: Settings) -> FastAPI:
                     idp_backoff_base=settings.idp_backoff_base,
                     idp_backoff_max=settings.idp_backoff_max,
                     vault_poll=settings.vault_poll_seconds,
+                    forced_fetch_interval=settings.forced_fetch_interval,
                 ),
                 supervisor=tasks,
             )
