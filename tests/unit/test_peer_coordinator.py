@@ -7,12 +7,14 @@ import asyncio
 
 import pytest
 
+from broker.adapters.memory_store import MemoryTokenStore
 from broker.core.broker import BrokerTimings
 from broker.core.errors import (
     IdPUnavailable,
 )
-from broker.core.models import TokenSource
-from fakes import eventually
+from broker.core.models import AccessToken, TokenSource
+from broker.core.peer_coordinator import PeerCoordinator, PeerTimings
+from fakes import FakeClock, eventually
 from harness import FAST, Harness, MakeHarness, live_tasks
 
 
@@ -138,3 +140,54 @@ async def test_lease_keeper_stops_with_the_fetch(h: Harness) -> None:
     await h.broker.token("acme")
 
     assert [] == live_tasks("lease:acme")
+
+
+# --- PeerCoordinator alone ----------------------------------------------------------------
+
+
+def _coordinator(clock: FakeClock, store: MemoryTokenStore) -> PeerCoordinator:
+    return PeerCoordinator(
+        store, clock, PeerTimings(lease=15, poll_min=0.5, poll_max=1.0, peer_wait=30)
+    )
+
+
+async def test_free_lock_runs_the_work_under_it() -> None:
+    """With the lock free the work runs while this replica holds the lock, released after."""
+    clock = FakeClock()
+    store = MemoryTokenStore(clock=clock)
+    held_during_work: list[bool] = []
+
+    async def locked() -> str:
+        held_during_work.append(await store.lock_held("acme"))
+        return "worked"
+
+    async def alone(store_reachable: bool) -> str:
+        return "alone"
+
+    outcome = await _coordinator(clock, store).coordinate(
+        "acme", lambda token: True, locked=locked, alone=alone, adopt=lambda token: "adopted"
+    )
+
+    assert ("worked", [True], False) == (outcome, held_during_work, await store.lock_held("acme"))
+
+
+async def test_held_lock_adopts_the_holders_token() -> None:
+    """With the lock held by a peer, the peer's stored token is adopted once it appears."""
+    clock = FakeClock()
+    store = MemoryTokenStore(clock=clock)
+    await store.acquire_lock("acme", "peer", 15)
+
+    async def never(*_: object) -> str:
+        raise AssertionError("must not work while the peer does")
+
+    waiting = asyncio.create_task(
+        _coordinator(clock, store).coordinate(
+            "acme", lambda token: True, locked=never, alone=never, adopt=lambda token: token.value
+        )
+    )
+    await clock.run_until(lambda: clock.sleeping() == 1)
+    now = clock.now()
+    await store.put("acme", AccessToken("from-peer", now + 3600, now), 3000, generation=0)
+    await clock.run_until(waiting.done)
+
+    assert "from-peer" == waiting.result()

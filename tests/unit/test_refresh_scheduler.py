@@ -3,9 +3,14 @@ redone when the token changes, idle realms left to lapse."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from broker.core.broker import BrokerTimings
-from broker.core.models import TokenSource
-from fakes import eventually
+from broker.core.models import AccessToken, IssuedToken, TokenSource
+from broker.core.realm_state import RealmRegistry
+from broker.core.refresh_scheduler import RefreshScheduler, RefreshTimings
+from broker.core.supervisor import TaskSupervisor
+from fakes import FakeClock, eventually
 from harness import ADMIN, CTX, Harness, MakeHarness, live_tasks
 
 
@@ -68,3 +73,47 @@ async def test_refresher_is_woken_by_a_shorter_lived_successor(h: Harness) -> No
     await h.clock.run_until(lambda: h.issuer.fetches == 3, max_jumps=200)
 
     assert h.clock.monotonic() < 600
+
+
+# --- RefreshScheduler alone ---------------------------------------------------------------
+
+
+class Obtained:
+    """An `obtain` that records the realms asked for and keeps a new token each time."""
+
+    def __init__(self, registry: RealmRegistry, clock: FakeClock) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.realms: list[str] = []
+
+    async def __call__(self, realm: str, acceptable: Callable[[AccessToken], bool]) -> IssuedToken:
+        self.realms.append(realm)
+        now = self.clock.now()
+        token = AccessToken(f"t{len(self.realms)}", now + 3600, now)
+        self.registry.state(realm).keep(token)
+        return IssuedToken(realm, token, TokenSource.IDP)
+
+
+async def test_scheduler_starts_a_refresher_when_a_token_is_kept() -> None:
+    """Keeping a token in the registry is enough for its refresher to run: nobody calls the
+    scheduler."""
+    clock = FakeClock()
+    registry = RealmRegistry()
+    supervisor = TaskSupervisor(clock)
+    obtain = Obtained(registry, clock)
+    RefreshScheduler(
+        registry=registry,
+        obtain=obtain,
+        clock=clock,
+        supervisor=supervisor,
+        timings=RefreshTimings(expiry_skew=30, refresh_before=300),
+    )
+    state = registry.state("acme")
+    state.last_used = clock.monotonic()
+    now = clock.now()
+    state.keep(AccessToken("first", now + 3600, now))
+
+    await clock.run_until(lambda: obtain.realms == ["acme"], max_jumps=50)
+
+    assert (3600 - 30 - 300, True) == (clock.monotonic(), supervisor.running("refresh:acme"))
+    await supervisor.aclose()
