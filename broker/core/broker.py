@@ -148,7 +148,9 @@ class TokenBroker:
         self._supervisor.start("vault-watch", watcher.watch)
 
     async def aclose(self) -> None:
-        """Stop background work and in-flight fetches."""
+        """Stop in-flight fetches first (so none keeps a token and wakes a refresher),
+        then the background loops."""
+        await self._supply.aclose()
         for name in (
             "invalidations",
             "vault-watch",
@@ -157,7 +159,6 @@ class TokenBroker:
             await self._supervisor.stop(name)
         if self._owns_supervisor:
             await self._supervisor.aclose()
-        await self._supply.aclose()
 
     # -- public API -------------------------------------------------------------------
 

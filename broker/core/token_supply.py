@@ -108,10 +108,11 @@ class TokenSupply:
         state.see_generation(cached.generation)
         if cached.token is not None and acceptable(cached.token):
             return self._adopt(state, cached.token, epoch)
-        if cached.token is not None and await self._forced_fetch_refused(
-            state, demand, cached.token
-        ):
-            return self._adopt(state, cached.token, epoch)
+        # The newest token known: the store's, or ours when the store lost it (a restart).
+        newest = cached.token if cached.token is not None else state.token
+        if newest is not None and await self._forced_fetch_refused(state, demand, newest):
+            source = TokenSource.REDIS if newest is cached.token else TokenSource.MEMORY
+            return self._adopt(state, newest, epoch, source=source)
 
         async def locked() -> IssuedToken:
             return await self._fetch_locked(state, demand, acceptable, epoch)
