@@ -7,6 +7,7 @@ The facade over the core's parts; it holds no logic of theirs and they never cal
      ├─ TokenSupply           token_supply.py           store, peer, IdP: one load per realm
      │   ├─ KeyedSingleFlight single_flight.py          one load, every waiter's own check
      │   ├─ PeerCoordinator   peer_coordinator.py       store lock, lease, waiting for a peer
+     │   ├─ MinTtlGuard       min_ttl_guard.py          min_ttl cannot force IdP requests
      │   └─ RealmFetcher      realm_fetcher.py          credentials, IdP, backoff, fetch audit
      ├─ RefreshScheduler      refresh_scheduler.py      the successor, ahead of expiry
      ├─ InvalidationFollower  invalidation_follower.py  other replicas' evictions
