@@ -8,14 +8,13 @@ from pathlib import Path
 
 from broker import audit_cli, keygen
 from broker.adapters.policy_file import read_policy
+from broker.adapters.prometheus_workers import shared_metrics_dir
 from broker.core.policy import PolicyError
 from broker.logs import configure_logging
-from broker.settings import SettingsError, load_settings
+from broker.settings import Settings, SettingsError, load_settings
 
 
 def serve() -> int:
-    import uvicorn
-
     try:
         settings = load_settings()
         if settings.policy_file is not None:
@@ -24,6 +23,14 @@ def serve() -> int:
         print(f"broker: invalid configuration: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    with shared_metrics_dir(settings.workers):
+        _run(settings)
+    return 0
+
+
+def _run(settings: Settings) -> None:
+    import uvicorn
+
     uvicorn.run(
         "broker.http.app:app_from_environment",
         factory=True,
@@ -37,7 +44,6 @@ def serve() -> int:
         # Let oversized headers reach the app, which answers them with problem+json.
         h11_max_incomplete_event_size=settings.max_header_bytes * 8,
     )
-    return 0
 
 
 def write_openapi(output: Path | None) -> int:

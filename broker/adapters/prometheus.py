@@ -1,82 +1,194 @@
 """Prometheus metrics: counters fed by the audit events, IdP latency from a timing
-decorator, and gauges read at scrape time. Labels are realm, source, outcome and
-reason names only: never a token, a secret or a key.
+decorator, HTTP latency from the middleware, and gauges read at scrape time.
+
+Label values come only from the configuration and the code: a realm is named only once
+the broker has held its credentials or served its token, a caller only while it is in the
+policy; anything else counts under `_other`, so made-up names cannot grow the series
+(a memory and scrape-time attack). Never a token, a secret or a key.
 
 Each app gets its own registry (no module-level metrics), so several apps in one
-process — tests, workers — do not share counters.
+process (tests) do not share counters. With several workers (`broker serve` with
+`BROKER_WORKERS>1` sets `PROMETHEUS_MULTIPROC_DIR`), counters and histograms live in files
+every worker writes and every scrape merges, so totals cover all workers; the gauges read
+at scrape time (token expiry, dependency health, spool backlog, process) are those of the
+worker that answers.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from broker import __version__
+from broker.adapters import prometheus_workers
 from broker.core.audit import AuditEvent
 from broker.core.errors import UpstreamError
 from broker.core.models import AccessToken, RealmCredentials, RealmStatus
+from broker.core.policy import Policy
 from broker.core.ports import AuditSink, TokenIssuer
 
 NAMESPACE = "atlas_broker"
+OTHER = "_other"
+MULTIPROCESS_ENV = prometheus_workers.MULTIPROCESS_ENV
+_HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class LabelBounds:
+    """Which realm and caller names may appear as label values."""
+
+    def __init__(self, *, policy: Callable[[], Policy]) -> None:
+        self._realms: set[str] = set()
+        self._policy = policy
+        self._policy_seen: Policy | None = None
+        self._callers: frozenset[str] = frozenset()
+
+    def know_realm(self, realm: str) -> None:
+        """The broker held this realm's credentials or served its token: a real realm."""
+        self._realms.add(realm)
+
+    def realm(self, realm: str | None) -> str:
+        return realm if realm in self._realms else OTHER
+
+    def caller(self, name: str | None) -> str:
+        policy = self._policy()
+        if policy is not self._policy_seen:  # reloaded: the names change with it
+            self._policy_seen = policy
+            self._callers = frozenset(entry.name for entry in policy.spec.callers)
+        return name if name in self._callers else OTHER
 
 
 class BrokerMetrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter(
+    def __init__(self, *, policy: Callable[[], Policy] = Policy.empty) -> None:
+        # `_created` samples double the series and say nothing an alert needs.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
+        self.bounds = LabelBounds(policy=policy)
+        values = CollectorRegistry(auto_describe=True)
+        shared_dir = os.environ.get(MULTIPROCESS_ENV)
+        if shared_dir:
+            # `values` then only feeds the shared files; rendering it would show this
+            # worker's share alone.
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=shared_dir)  # type: ignore[no-untyped-call]
+        else:
+            self.registry = values
+        ProcessCollector(registry=self.registry)
+        self.registry.register(_BuildInfo())
+        self.requests = self._counter(
+            values,
             "token_requests",
             "Token requests by realm, outcome (issued or the refusal's reason) and source.",
             ["realm", "outcome", "source"],
-            namespace=NAMESPACE,
-            registry=self.registry,
+        )
+        self.caller_requests = self._counter(
+            values,
+            "caller_token_requests",
+            "Token requests by caller (as named in the policy) and outcome (issued, denied).",
+            ["caller", "outcome"],
         )
         self.idp_latency = Histogram(
             "idp_request_seconds",
             "Latency of token requests to the IdP.",
             ["realm"],
             namespace=NAMESPACE,
-            registry=self.registry,
+            registry=values,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.idp_errors = Counter(
-            "idp_errors",
-            "Failed token requests to the IdP by reason.",
-            ["realm", "reason"],
-            namespace=NAMESPACE,
-            registry=self.registry,
+        self.idp_errors = self._counter(
+            values, "idp_errors", "Failed token requests to the IdP by reason.", ["realm", "reason"]
         )
-        self.fetches = Counter(
+        self.fetches = self._counter(
+            values,
             "token_fetches",
             "Tokens obtained from the IdP (first fetches and refreshes), and failures.",
             ["realm", "result"],
-            namespace=NAMESPACE,
-            registry=self.registry,
         )
-        self.audit_events = Counter(
-            "audit_events",
-            "Audit events recorded, by event type.",
-            ["event"],
-            namespace=NAMESPACE,
-            registry=self.registry,
+        self.audit_events = self._counter(
+            values, "audit_events", "Audit events recorded, by event type.", ["event"]
         )
+        self.http_duration = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer HTTP requests, by route template and status class (2xx, 4xx...).",
+            ["route", "status"],
+            namespace=NAMESPACE,
+            registry=values,
+            buckets=_HTTP_BUCKETS,
+        )
+        # Label children by their values: `.labels()` validates and locks on every call,
+        # and these run on every request.
+        self._counters: dict[tuple[object, ...], Counter] = {}
+        self._histograms: dict[tuple[object, ...], Histogram] = {}
+
+    @staticmethod
+    def _counter(
+        registry: CollectorRegistry, name: str, documentation: str, labels: list[str]
+    ) -> Counter:
+        return Counter(name, documentation, labels, namespace=NAMESPACE, registry=registry)
+
+    def count(self, metric: Counter, *values: str) -> Counter:
+        key = (metric, *values)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = metric.labels(*values)
+        return child
+
+    def timer(self, metric: Histogram, *values: str) -> Histogram:
+        key = (metric, *values)
+        child = self._histograms.get(key)
+        if child is None:
+            child = self._histograms[key] = metric.labels(*values)
+        return child
 
     def observe(self, event: AuditEvent) -> None:
-        realm = event.realm or ""
-        self.audit_events.labels(event.event).inc()
-        if event.event == "token.issued":
-            self.requests.labels(realm, "issued", event.source or "").inc()
-        elif event.event == "token.denied":
-            self.requests.labels(realm, event.reason or "denied", "none").inc()
-        elif event.event == "token.fetched":
-            self.fetches.labels(realm, "success").inc()
-        elif event.event == "token.fetch_failed":
-            self.fetches.labels(realm, "failure").inc()
+        kind = event.event
+        if event.realm and kind in ("token.issued", "token.fetched"):
+            self.bounds.know_realm(event.realm)
+        realm = self.bounds.realm(event.realm)
+        self.count(self.audit_events, kind).inc()
+        if kind == "token.issued":
+            self.count(self.requests, realm, "issued", event.source or "").inc()
+            self.count(self.caller_requests, self.bounds.caller(event.caller), "issued").inc()
+        elif kind == "token.denied":
+            self.count(self.requests, realm, event.reason or "denied", "none").inc()
+            self.count(self.caller_requests, self.bounds.caller(event.caller), "denied").inc()
+        elif kind == "token.fetched":
+            self.count(self.fetches, realm, "success").inc()
+        elif kind == "token.fetch_failed":
+            self.count(self.fetches, realm, "failure").inc()
+
+    def observe_http(self, route: str, status: int, seconds: float) -> None:
+        """One answered request; `route` is the matched route's template (or `_other`)."""
+        self.timer(self.http_duration, route, f"{status // 100}xx").observe(seconds)
 
     def add_gauges(self, collector: Collector) -> None:
         self.registry.register(collector)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _BuildInfo(Collector):
+    def collect(self) -> Iterable[Metric]:
+        info = GaugeMetricFamily(
+            f"{NAMESPACE}_build_info",
+            "Always 1; the labels name the running version and Python.",
+            labels=["version", "python"],
+        )
+        info.add_metric([__version__, platform.python_version()], 1.0)
+        yield info
 
 
 class MetricsAuditSink:
@@ -102,17 +214,18 @@ class TimedTokenIssuer:
         self._metrics = metrics
 
     async def fetch(self, credentials: RealmCredentials) -> AccessToken:
+        realm = credentials.realm
+        self._metrics.bounds.know_realm(realm)  # its credentials are in hand
         started = time.perf_counter()
         try:
             return await self._inner.fetch(credentials)
         except UpstreamError as exc:
             reason = getattr(exc, "reason", None) or exc.slug
-            self._metrics.idp_errors.labels(credentials.realm, reason).inc()
+            self._metrics.count(self._metrics.idp_errors, realm, reason).inc()
             raise
         finally:
-            self._metrics.idp_latency.labels(credentials.realm).observe(
-                time.perf_counter() - started
-            )
+            latency = self._metrics.timer(self._metrics.idp_latency, realm)
+            latency.observe(time.perf_counter() - started)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

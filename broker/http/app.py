@@ -33,6 +33,7 @@ from broker.core.identity import Gatekeeper
 from broker.core.ports import AuditTrail, RateLimiter, TokenStore
 from broker.core.supervisor import TaskSupervisor
 from broker.http.health_monitor import DependencyMonitor
+from broker.http.metrics import HttpMetricsMiddleware, metrics_listener
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.openapi import install_openapi
 from broker.http.problems import install_problem_handlers
@@ -89,6 +90,7 @@ async def _audit_and_limits(
 
 def create_app(settings: Settings) -> FastAPI:
     policy = PolicyFile(settings.policy_file)  # read now: a broken policy stops start-up
+    metrics = BrokerMetrics(policy=policy.current)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
@@ -109,7 +111,6 @@ def create_app(settings: Settings) -> FastAPI:
                 timeout=settings.vault_timeout,
             )
             stack.push_async_callback(secrets.aclose)
-            metrics = BrokerMetrics()
             issuer = TimedTokenIssuer(
                 KeycloakTokenIssuer(
                     client=create_idp_client(timeout=settings.idp_timeout),
@@ -163,6 +164,10 @@ def create_app(settings: Settings) -> FastAPI:
                     now=clock.now,
                 )
             )
+            if settings.metrics_port is not None:
+                await stack.enter_async_context(
+                    metrics_listener(metrics, host=settings.host, port=settings.metrics_port)
+                )
             verifier = JwksWorkloadVerifier(create_idp_client(timeout=5.0))
             stack.push_async_callback(verifier.aclose)
             gate = Gatekeeper(
@@ -201,6 +206,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(health.router)
     app.add_middleware(RequestContextMiddleware, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # outermost: times it all
     return app
 
 

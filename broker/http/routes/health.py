@@ -6,8 +6,9 @@ from typing import Literal
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
 
 from broker.http.deps import StateDep
 from broker.http.health_monitor import CheckState
@@ -55,4 +56,7 @@ async def readyz(state: StateDep) -> JSONResponse:
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
 async def metrics(state: StateDep) -> Response:
-    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    if state.settings.metrics_port is not None:
+        # Served on its own listener only, where the NetworkPolicy admits the scraper.
+        raise HTTPException(404, "Not Found")
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
