@@ -108,7 +108,23 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": False},
         "podDisruptionBudget": {"minAvailable": "50%"},
     },
+    # A private CA, extra volumes and variables, alerts and a dashboard, scraped by the Operator.
+    "ca-bundle-and-monitoring": {
+        "vault": {"addr": "https://vault.internal:8200"},
+        "redis": {"url": "rediss://redis.internal:6380/0"},
+        "caBundle": {"configMap": "internal-ca", "key": "bundle.pem"},
+        "broker": {"extraEnv": [{"name": "BROKER_WORKERS", "value": "2"}]},
+        "extraVolumes": [{"name": "redis-client", "secret": {"secretName": "redis-client"}}],
+        "extraVolumeMounts": [
+            {"name": "redis-client", "mountPath": "/etc/redis-client", "readOnly": True}
+        ],
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "dashboard": {"enabled": True},
+    },
 }
+# Prometheus Operator kinds: kubernetes-validate bundles only built-in kinds.
+OPERATOR_KINDS = ("ServiceMonitor", "PrometheusRule")
 
 
 def _chart_path() -> str:
@@ -176,13 +192,13 @@ def test_chart_lints_without_warnings(scenario: str) -> None:
 def _objects_by_scenario() -> list[Any]:
     """One case per rendered object, scenario and Kubernetes version (rendered at collection)."""
     crd = pytest.mark.skip(
-        reason="ServiceMonitor is a Prometheus Operator CRD and kubernetes-validate bundles "
-        "only built-in kinds; its shape is tested on its own"
+        reason="a Prometheus Operator CRD; kubernetes-validate bundles only built-in kinds, "
+        "so its shape is tested on its own"
     )
     cases = []
     for scenario, values in SCENARIOS.items():
         for obj in _render(values):
-            marks = [crd] if obj["kind"] == "ServiceMonitor" else []
+            marks = [crd] if obj["kind"] in OPERATOR_KINDS else []
             for version in KUBE_VERSIONS:
                 case_id = f"{scenario}-{obj['kind']}-{version}"
                 cases.append(pytest.param(obj, version, id=case_id, marks=marks))
@@ -198,7 +214,8 @@ def test_rendered_object_matches_the_kubernetes_schema(
 
 
 def test_defaults_render_the_expected_objects() -> None:
-    """Default values render seven objects: no ServiceMonitor and no settings ConfigMap."""
+    """Default values render seven objects and the `helm test` pod: no ServiceMonitor, no
+    PrometheusRule, no settings or dashboard ConfigMap."""
     kinds = _kinds(_render({}))
 
     assert {
@@ -206,20 +223,21 @@ def test_defaults_render_the_expected_objects() -> None:
         "Deployment",
         "HorizontalPodAutoscaler",
         "NetworkPolicy",
+        "Pod",
         "PodDisruptionBudget",
         "Service",
         "ServiceAccount",
     } == kinds
 
 
-def test_service_monitor_scrapes_metrics_on_the_http_port() -> None:
-    """An enabled ServiceMonitor scrapes /metrics on the Service's `http` port of this release."""
+def test_service_monitor_scrapes_metrics_on_the_metrics_port() -> None:
+    """An enabled ServiceMonitor scrapes /metrics on the Service's `metrics` port."""
     objects = _render(SCENARIOS["approle-and-servicemonitor"])
     monitor = _one(objects, "ServiceMonitor")
     service = _one(objects, "Service")
 
     assert "monitoring.coreos.com/v1" == monitor["apiVersion"]
-    assert [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}] == (
+    assert [{"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}] == (
         monitor["spec"]["endpoints"]
     )
     assert service["spec"]["selector"] == monitor["spec"]["selector"]["matchLabels"]
@@ -403,17 +421,42 @@ def test_kubernetes_auth_names_the_vault_role() -> None:
 @pytest.mark.parametrize(
     ("scenario", "mounted"),
     [
-        ("defaults", True),
-        ("kubernetes-auth-fixed-replicas", True),
+        ("defaults", False),
+        ("kubernetes-auth-fixed-replicas", False),
         ("approle-and-servicemonitor", False),
         ("sentinel-secret-and-existing-policy", False),
     ],
 )
-def test_service_account_token_is_mounted_only_for_kubernetes_auth(
-    scenario: str, mounted: bool
-) -> None:
-    """The pod gets its ServiceAccount token only when Vault Kubernetes auth needs it."""
+def test_default_service_account_token_is_not_mounted(scenario: str, mounted: bool) -> None:
+    """The pod's default ServiceAccount token is not mounted: Kubernetes auth uses a
+    projected token made for Vault, the other methods need none."""
     assert mounted is _pod(SCENARIOS[scenario])["spec"]["automountServiceAccountToken"]
+
+
+def test_kubernetes_auth_uses_a_projected_token_with_the_vault_audience() -> None:
+    """Under Kubernetes auth a projected token with audience `vault` is mounted and named
+    by BROKER_VAULT_K8S_TOKEN_PATH."""
+    pod = _pod({})
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "vault-token"]
+    (mount,) = [
+        m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "vault-token"
+    ]
+    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+
+    assert ("vault", 3600, "token") == (
+        source["audience"],
+        source["expirationSeconds"],
+        source["path"],
+    )
+    assert mount["mountPath"] + "/token" == _env({})["BROKER_VAULT_K8S_TOKEN_PATH"]
+
+
+def test_kubernetes_auth_without_audience_mounts_the_default_token() -> None:
+    """An empty tokenAudience falls back to the automounted ServiceAccount token."""
+    values = _with(vault={"auth": {"kubernetes": {"tokenAudience": ""}}})
+
+    assert _pod(values)["spec"]["automountServiceAccountToken"] is True
+    assert "BROKER_VAULT_K8S_TOKEN_PATH" not in _env(values)
 
 
 def test_redis_url_comes_from_the_existing_secret() -> None:
@@ -450,8 +493,8 @@ def test_service_forwards_port_80_to_the_http_port() -> None:
     assert "ClusterIP" == service["spec"]["type"]
     ports = service["spec"]["ports"]
 
-    assert [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}] == ports
-    assert [{"name": "http", "containerPort": 8080, "protocol": "TCP"}] == container["ports"]
+    assert {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"} == ports[0]
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} == container["ports"][0]
 
 
 def test_autoscaler_owns_the_replica_count_by_default() -> None:
@@ -500,12 +543,95 @@ def test_network_policy_admits_callers_only_on_the_http_port() -> None:
     """Ingress is limited to the http port from the configured peers."""
     policy = _one(_render(SCENARIOS["kubernetes-auth-fixed-replicas"]), "NetworkPolicy")
 
-    assert [
-        {
-            "ports": [{"port": "http", "protocol": "TCP"}],
-            "from": [{"namespaceSelector": {"matchLabels": {"atlas-broker/client": "true"}}}],
-        }
-    ] == policy["spec"]["ingress"]
+    assert {
+        "ports": [{"port": "http", "protocol": "TCP"}],
+        "from": [{"namespaceSelector": {"matchLabels": {"atlas-broker/client": "true"}}}],
+    } == policy["spec"]["ingress"][0]
+
+
+def test_network_policy_admits_only_the_scraper_to_the_metrics_port() -> None:
+    """The metrics port is reachable only from the Prometheus pods of the monitoring namespace."""
+    policy = _one(_render({}), "NetworkPolicy")
+
+    assert {
+        "ports": [{"port": "metrics", "protocol": "TCP"}],
+        "from": [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+            }
+        ],
+    } == policy["spec"]["ingress"][1]
+
+
+def test_schema_rejects_an_empty_metrics_peer_list() -> None:
+    """An empty `metricsFrom` (which Kubernetes reads as "everyone") is refused."""
+    with pytest.raises(Exception, match="metricsFrom"):
+        _validate_values(_with(networkPolicy={"ingress": {"metricsFrom": []}}))
+
+
+def test_metrics_listener_has_its_own_container_and_service_port() -> None:
+    """BROKER_METRICS_PORT names the `metrics` container port, which the Service exposes."""
+    objects = _render({})
+    container = _one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    service_ports = {p["name"]: p for p in _one(objects, "Service")["spec"]["ports"]}
+
+    assert {"name": "metrics", "containerPort": 9102, "protocol": "TCP"} in container["ports"]
+    assert "9102" == _env({})["BROKER_METRICS_PORT"]
+    assert "metrics" == service_ports["metrics"]["targetPort"]
+
+
+def test_ca_bundle_is_mounted_and_named_for_every_tls_client() -> None:
+    """The CA bundle ConfigMap is mounted read-only and named by REQUESTS_CA_BUNDLE (hvac)
+    and SSL_CERT_FILE (httpx, redis)."""
+    values = SCENARIOS["ca-bundle-and-monitoring"]
+    pod = _pod(values)
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == "ca-bundle"]
+    (mount,) = [m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "ca-bundle"]
+    env = _env(values)
+
+    assert "internal-ca" == volume["configMap"]["name"]
+    assert (True, "/etc/atlas-broker/ca") == (mount["readOnly"], mount["mountPath"])
+    path = "/etc/atlas-broker/ca/bundle.pem"
+    assert (path, path) == (env["REQUESTS_CA_BUNDLE"], env["SSL_CERT_FILE"])
+
+
+def test_no_ca_bundle_leaves_the_default_trust_store() -> None:
+    """Without a CA bundle no CA variable is set."""
+    env = _env({})
+
+    assert set() == {"REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"} & set(env)
+
+
+def test_schema_rejects_a_ca_bundle_from_both_a_configmap_and_a_secret() -> None:
+    """The CA bundle comes from one source."""
+    with pytest.raises(Exception, match="caBundle"):
+        _validate_values(_with(caBundle={"configMap": "a", "secret": "b"}))
+
+
+def test_extra_env_volumes_and_mounts_reach_the_pod() -> None:
+    """extraEnv, extraVolumes and extraVolumeMounts are added as given."""
+    values = SCENARIOS["ca-bundle-and-monitoring"]
+    pod = _pod(values)
+
+    assert {"name": "redis-client", "secret": {"secretName": "redis-client"}} in pod["spec"][
+        "volumes"
+    ]
+    assert {"name": "redis-client", "mountPath": "/etc/redis-client", "readOnly": True} in pod[
+        "spec"
+    ]["containers"][0]["volumeMounts"]
+    assert "2" == _env(values)["BROKER_WORKERS"]
+
+
+def test_helm_test_pod_asks_the_service_for_readyz() -> None:
+    """`helm test` runs a pod, deleted once it succeeds, that fails unless /readyz answers 200."""
+    (pod,) = [o for o in _render({}) if o["kind"] == "Pod"]
+    command = "\n".join(pod["spec"]["containers"][0]["command"])
+
+    assert "test" == pod["metadata"]["annotations"]["helm.sh/hook"]
+    assert "hook-succeeded" in pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+    assert "http://atlas-broker:80/readyz" in command
+    assert "Never" == pod["spec"]["restartPolicy"]
 
 
 def test_network_policy_egress_is_narrowed_to_the_configured_destinations() -> None:
