@@ -35,7 +35,7 @@ from broker.core.supervisor import TaskSupervisor
 from broker.http.health_monitor import DependencyMonitor
 from broker.http.metrics import HttpMetricsMiddleware, metrics_listener
 from broker.http.middleware import RequestContextMiddleware
-from broker.http.openapi import install_openapi
+from broker.http.openapi import install_openapi, operation_id
 from broker.http.problems import install_problem_handlers
 from broker.http.routes import admin, audit, health, oauth, realms, tokens
 from broker.http.state import AppState
@@ -193,6 +193,7 @@ def create_app(settings: Settings) -> FastAPI:
         version=__version__,
         summary="Ready Atlas API tokens for authorised internal callers.",
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would
         # only add work to every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
