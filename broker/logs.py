@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from broker.core.audit import iso_time
@@ -41,6 +42,16 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
 # Request context (request id, caller, realm) merged into every line logged while a
 # request is handled, the access log included.
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context")
+
+
+# The current span's trace and span ids, while tracing is on (broker.adapters.tracing);
+# None when it is off, so a line costs nothing more.
+_trace_ids: Callable[[], dict[str, str]] | None = None
+
+
+def set_trace_ids(source: Callable[[], dict[str, str]] | None) -> None:
+    global _trace_ids
+    _trace_ids = source
 
 
 def bind_log_context(**values: str) -> None:
@@ -88,6 +99,8 @@ class JsonFormatter(logging.Formatter):
             "event": record.getMessage(),
         }
         entry.update(_context.get({}))
+        if _trace_ids is not None:
+            entry.update(_trace_ids())
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

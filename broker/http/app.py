@@ -25,6 +25,7 @@ from broker.adapters.prometheus import (
 )
 from broker.adapters.rate_limit import LocalRateLimiter, RedisRateLimiter
 from broker.adapters.redis_store import RedisTokenStore, create_redis
+from broker.adapters.tracing import Tracing, TracingMiddleware
 from broker.adapters.vault import VaultAuth, VaultSecretSource
 from broker.adapters.workload_jwt import JwksWorkloadVerifier
 from broker.core.broker import BrokerTimings, TokenBroker
@@ -39,6 +40,7 @@ from broker.http.openapi import install_openapi, operation_id
 from broker.http.problems import install_problem_handlers
 from broker.http.routes import admin, audit, health, oauth, realms, tokens
 from broker.http.state import AppState
+from broker.logs import set_trace_ids
 from broker.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,10 @@ def _store(settings: Settings, clock: SystemClock, secrets: VaultSecretSource) -
         prefix=settings.key_prefix,
         keyring=secrets.cache_keyring,
     )
+
+
+def _store_system(settings: Settings) -> str:
+    return "memory" if settings.uses_memory_store else "redis"
 
 
 async def _audit_and_limits(
@@ -88,14 +94,20 @@ async def _audit_and_limits(
     return audit, record, limiter, backlog
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI:
+    """The app; `tracing` defaults to what the OTEL_* environment asks for (usually none)."""
     policy = PolicyFile(settings.policy_file)  # read now: a broken policy stops start-up
+    tracing = tracing or Tracing.from_environment()
     metrics = BrokerMetrics(policy=policy.current)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         clock = SystemClock()
         async with contextlib.AsyncExitStack() as stack:
+            if tracing is not None:
+                stack.callback(tracing.shutdown)  # last: exports the spans of shutdown too
+                set_trace_ids(tracing.trace_ids)
+                stack.callback(set_trace_ids, None)
             secrets = VaultSecretSource(
                 url=settings.vault_addr or "http://127.0.0.1:8200",
                 auth=VaultAuth(
@@ -131,9 +143,9 @@ def create_app(settings: Settings) -> FastAPI:
             tasks = TaskSupervisor(clock)
             stack.push_async_callback(tasks.aclose)
             broker = TokenBroker(
-                secrets=secrets,
-                issuer=issuer,
-                store=store,
+                secrets=tracing.secrets(secrets) if tracing else secrets,
+                issuer=tracing.issuer(issuer) if tracing else issuer,
+                store=tracing.store(store, system=_store_system(settings)) if tracing else store,
                 audit=audit,
                 clock=clock,
                 timings=BrokerTimings(
@@ -208,6 +220,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.add_middleware(RequestContextMiddleware, max_header_bytes=settings.max_header_bytes)
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # outermost: times it all
+    if tracing is not None:
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     return app
 
 
