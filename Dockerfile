@@ -24,12 +24,14 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
-# Only what the wheel is built from: the project metadata and the package.
-COPY pyproject.toml README.md ./
+# Only what the wheel is built from: the project metadata and the package, and the lock
+# of its runtime dependencies.
+COPY pyproject.toml README.md requirements.lock ./
 COPY broker/ broker/
 
-# Build the wheel from the source tree, then install it (and its pinned dependencies) into
-# a virtual environment made without pip or setuptools. pip runs from a throwaway venv of
+# Build the wheel from the source tree, then install the locked dependencies (exact
+# versions, every file checked against its hash, so two builds get the same bytes) and the
+# wheel into a virtual environment made without pip or setuptools. pip runs from a throwaway venv of
 # the builder (Debian's python3 has no pip of its own), so the runtime image carries no
 # installer. The final stage copies nothing else.
 RUN --mount=type=secret,id=pip-ca,required=false \
@@ -39,7 +41,9 @@ RUN --mount=type=secret,id=pip-ca,required=false \
     /opt/pip/bin/python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels .; \
     python3 -m venv --without-pip /opt/venv; \
     /opt/pip/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir \
-        /tmp/wheels/*.whl; \
+        --require-hashes --no-deps -r requirements.lock; \
+    /opt/pip/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir \
+        --no-deps /tmp/wheels/*.whl; \
     rm -rf /tmp/wheels /opt/pip
 
 FROM ${BASE_IMAGE}

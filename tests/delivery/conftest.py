@@ -100,20 +100,13 @@ def build_wheel(context: Path, wheel_dir: Path) -> Path:
     return wheel
 
 
-def install_in_fresh_venv(wheel: Path, venv_dir: Path) -> Path:
-    """Install `wheel` and its dependencies into a new venv without pip; return the venv."""
+def install_in_fresh_venv(wheel: Path, venv_dir: Path, lock: Path) -> Path:
+    """Install the locked dependencies (hash-checked) and `wheel` into a new venv without
+    pip, as the builder does; return the venv."""
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv_dir)])
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "--python",
-            str(venv_dir / "bin" / "python"),
-            "install",
-            str(wheel),
-        ]
-    )
+    pip = [sys.executable, "-m", "pip", "--python", str(venv_dir / "bin" / "python"), "install"]
+    _run([*pip, "--require-hashes", "--no-deps", "-r", str(lock)])
+    _run([*pip, "--no-deps", str(wheel)])
     return venv_dir
 
 
@@ -121,7 +114,7 @@ def install_broker(workdir: Path) -> Path:
     """Do what the image's builder stage does under `workdir`; return the venv with `broker`."""
     context = copy_build_context(workdir / "context")
     wheel = build_wheel(context, workdir / "wheels")
-    return install_in_fresh_venv(wheel, workdir / "venv")
+    return install_in_fresh_venv(wheel, workdir / "venv", context / "requirements.lock")
 
 
 @pytest.fixture(scope="session")
