@@ -71,8 +71,11 @@ class LabelBounds:
         return name if name in self._callers else OTHER
 
 
+_NO_POLICY = Policy.empty()
+
+
 class BrokerMetrics:
-    def __init__(self, *, policy: Callable[[], Policy] = Policy.empty) -> None:
+    def __init__(self, *, policy: Callable[[], Policy] = lambda: _NO_POLICY) -> None:
         # `_created` samples double the series and say nothing an alert needs.
         disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped upstream
         self.bounds = LabelBounds(policy=policy)
