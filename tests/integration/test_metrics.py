@@ -69,12 +69,15 @@ def test_http_requests_are_timed_by_route_template_and_status_class(stack: Stack
 
 
 def test_totals_cover_every_worker(stack: Stack) -> None:
-    """With two workers, every scrape reports the requests both workers answered."""
-    broker = stack.start_broker(BROKER_WORKERS="2")
+    """With two workers sharing the metrics port, every scrape reports the requests both
+    workers answered."""
+    port = free_port()
+    broker = stack.start_broker(BROKER_WORKERS="2", BROKER_METRICS_PORT=str(port))
     for _ in range(20):  # a new connection each time, so the kernel spreads them
         assert 200 == httpx.get(f"{broker.url}/healthz").status_code
     series = 'atlas_broker_http_request_duration_seconds_count{route="/healthz",status="2xx"}'
-    counts = {sample(httpx.get(f"{broker.url}/metrics").text, series) for _ in range(6)}
+    scrapes = [httpx.get(f"http://127.0.0.1:{port}/metrics").text for _ in range(6)]
+    counts = {sample(text, series) for text in scrapes}
     # The start-up probe adds its own /healthz requests, one per attempt until it answered.
     assert 1 == len(counts)
     assert (counts.pop() or 0) >= 20
