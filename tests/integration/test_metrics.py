@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+
 import httpx
+import pytest
 
 from broker.devstack.processes import free_port
 from stack import Stack
@@ -92,3 +95,20 @@ def test_metrics_port_serves_metrics_and_the_main_port_no_longer_does(stack: Sta
     assert 200 == response.status_code
     assert "atlas_broker_build_info{" in response.text
     assert 404 == httpx.get(f"http://127.0.0.1:{port}/healthz").status_code
+
+
+def test_a_broker_with_a_metrics_port_stops_cleanly_on_sigterm(stack: Stack) -> None:
+    """SIGTERM stops the metrics listener with the broker: shutdown completes without an
+    error and the port is released."""
+    port = free_port()
+    broker = stack.start_broker(BROKER_METRICS_PORT=str(port))
+    process = broker.process.proc
+    assert process is not None
+    broker.process.signal(signal.SIGTERM)
+
+    assert -signal.SIGTERM == process.wait(timeout=30)  # uvicorn re-raises it once done
+    log = broker.process.log_path.read_text()
+    assert "Application shutdown complete." in log
+    assert [] == [line for line in log.splitlines() if '"level":"error"' in line]
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/metrics")
