@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.core.models import AccessToken, RealmCredentials
-from broker.core.ports import SecretSource, TokenIssuer, TokenStore
+from broker.core.ports import AuditSink, RateLimiter, SecretSource, TokenIssuer, TokenStore
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -110,13 +110,22 @@ class Tracing:
     # -- the ports, wrapped ---------------------------------------------------------------
 
     def secrets(self, inner: SecretSource) -> SecretSource:
-        return cast(SecretSource, _Traced(inner, self, "vault", ("credentials", "current_version")))
+        calls = {"credentials": "vault.credentials", "current_version": "vault.current_version"}
+        return cast(SecretSource, _Traced(inner, self, calls))
 
     def issuer(self, inner: TokenIssuer) -> TokenIssuer:
         return cast(TokenIssuer, _TracedIssuer(inner, self))
 
     def store(self, inner: TokenStore, *, system: str) -> TokenStore:
-        return cast(TokenStore, _Traced(inner, self, system, _STORE_CALLS))
+        calls = {name: f"{system}.{name}" for name in _STORE_CALLS}
+        return cast(TokenStore, _Traced(inner, self, calls))
+
+    def limiter(self, inner: RateLimiter, *, system: str) -> RateLimiter:
+        calls = {"acquire": f"{system}.rate_limit"}
+        return cast(RateLimiter, _Traced(inner, self, calls, subject="atlas.caller"))
+
+    def audit(self, inner: AuditSink) -> AuditSink:
+        return cast(AuditSink, _Traced(inner, self, {"emit": "audit.emit"}))
 
 
 def _provider(processor: Any) -> TracerProvider:
@@ -131,29 +140,38 @@ def _provider(processor: Any) -> TracerProvider:
 
 
 class _Traced:
-    """Delegates to `inner`; the named async methods run inside a `{system}.{method}`
-    span that records the realm they were called for."""
+    """Delegates to `inner`; the async methods named in `calls` run inside the span named
+    there, which records their first argument (the realm, or `subject`) when it is a name."""
 
-    def __init__(self, inner: object, tracing: Tracing, system: str, calls: tuple[str, ...]):
+    def __init__(
+        self,
+        inner: object,
+        tracing: Tracing,
+        calls: Mapping[str, str],
+        *,
+        subject: str = "atlas.realm",
+    ) -> None:
         self._inner = inner
         self._tracing = tracing
-        self._system = system
-        self._calls = frozenset(calls)
+        self._calls = dict(calls)
+        self._subject = subject
 
     def __getattr__(self, name: str) -> Any:
         target = getattr(self._inner, name)
-        if name not in self._calls:
+        span_name = self._calls.get(name)
+        if span_name is None:
             return target
-        return self._wrap(name, target)
+        return self._wrap(span_name, target)
 
-    def _wrap(self, name: str, call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        tracing, span_name = self._tracing, f"{self._system}.{name}"
+    def _wrap(
+        self, span_name: str, call: Callable[..., Awaitable[T]]
+    ) -> Callable[..., Awaitable[T]]:
+        tracing, subject = self._tracing, self._subject
 
         @functools.wraps(call)
         async def traced(*args: Any, **kwargs: Any) -> T:
-            realm = args[0] if args and isinstance(args[0], str) else None
-            attributes = {"atlas.realm": realm} if realm else {}
-            with tracing.span(span_name, **attributes):
+            name = args[0] if args and isinstance(args[0], str) else None
+            with tracing.span(span_name, **({subject: name} if name else {})):
                 return await call(*args, **kwargs)
 
         return traced

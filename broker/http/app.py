@@ -31,7 +31,7 @@ from broker.adapters.workload_jwt import JwksWorkloadVerifier
 from broker.core.broker import BrokerTimings, TokenBroker
 from broker.core.catalog import RealmCatalog
 from broker.core.identity import Gatekeeper
-from broker.core.ports import AuditTrail, RateLimiter, TokenStore
+from broker.core.ports import AuditSink, AuditTrail, RateLimiter, TokenStore
 from broker.core.supervisor import TaskSupervisor
 from broker.http.health_monitor import DependencyMonitor
 from broker.http.metrics import HttpMetricsMiddleware, metrics_listener
@@ -137,7 +137,10 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             recorded, trail, limiter, spool_backlog = await _audit_and_limits(
                 settings, clock, stack
             )
-            audit = MetricsAuditSink(recorded, metrics)
+            audit: AuditSink = MetricsAuditSink(recorded, metrics)
+            if tracing is not None:
+                audit = tracing.audit(audit)
+                limiter = tracing.limiter(limiter, system=_store_system(settings))
             # The one owner of every background task: crashes are logged and restarted,
             # and closing it (before the clients it uses) cancels and awaits them all.
             tasks = TaskSupervisor(clock)

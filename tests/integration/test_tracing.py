@@ -60,7 +60,13 @@ async def test_a_first_token_request_is_one_trace_through_vault_the_idp_and_redi
         for span in spans
         if span.context.trace_id == request.context.trace_id and under_request(span.context.span_id)
     }
-    assert {"vault.credentials", "idp.fetch_token", "redis.get", "redis.put"} <= traced
+    assert {
+        "vault.credentials",
+        "idp.fetch_token",
+        "redis.get",
+        "redis.put",
+        "audit.emit",
+    } <= traced
     assert 200 == request.attributes["http.response.status_code"]
     attributes = json.dumps([dict(span.attributes or {}) for span in spans])
     assert [] == stack.leak_watch.found_in(attributes)
