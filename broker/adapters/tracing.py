@@ -15,6 +15,7 @@ Spans carry realm names and operation names only, never a token, a secret or a k
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _STORE_CALLS = (
     "get",
@@ -69,21 +71,34 @@ class Tracing:
             return None
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
-        exporter: SpanExporter
-        if environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "console":
-            exporter = ConsoleSpanExporter()
-        else:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        provider = _provider()
+        # A comma-separated list, as the specification allows; OTLP when only an endpoint
+        # is given.
+        names = environ.get("OTEL_TRACES_EXPORTER", "otlp").replace(" ", "").lower().split(",")
+        for name in dict.fromkeys(names):
+            exporter: SpanExporter
+            if name == "console":
+                exporter = ConsoleSpanExporter()
+            elif name == "otlp":
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter,
+                )
 
-            exporter = OTLPSpanExporter()
-        return cls(_provider(BatchSpanProcessor(exporter)))
+                exporter = OTLPSpanExporter()
+            else:
+                log.warning("unsupported OTEL_TRACES_EXPORTER ignored", extra={"exporter": name})
+                continue
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+        return cls(provider)
 
     @classmethod
     def to_exporter(cls, exporter: SpanExporter) -> Tracing:
         """Spans handed to `exporter` as each ends (tests use an in-memory exporter)."""
         from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-        return cls(_provider(SimpleSpanProcessor(exporter)))
+        provider = _provider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        return cls(provider)
 
     def shutdown(self) -> None:
         """Export what is buffered and stop."""
@@ -128,15 +143,13 @@ class Tracing:
         return cast(AuditSink, _Traced(inner, self, {"emit": "audit.emit"}))
 
 
-def _provider(processor: Any) -> TracerProvider:
+def _provider() -> TracerProvider:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, which win.
     resource = Resource.create({"service.name": "atlas-token-broker"}).merge(Resource.create())
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(processor)
-    return provider
+    return TracerProvider(resource=resource)
 
 
 class _Traced:
