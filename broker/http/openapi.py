@@ -70,6 +70,8 @@ _HEADERS: dict[str, Any] = {
 }
 # Which responses carry which header besides X-Request-ID (on all of them).
 _STATUS_HEADERS = {"401": ["WWW-Authenticate"], "429": ["Retry-After"], "503": ["Retry-After"]}
+# A min_ttl no token can meet within the forced-fetch window says when to try again.
+_OPERATION_HEADERS = {("getToken", "422"): ["Retry-After"]}
 
 _SERVERS = [
     {"url": "/", "description": "The broker that served this description."},
@@ -92,7 +94,7 @@ def _security_for(path: str) -> list[dict[str, list[str]]]:
     return _DEFAULT_SECURITY
 
 
-def _finish_response(status: str, response: dict[str, Any]) -> None:
+def _finish_response(operation: str, status: str, response: dict[str, Any]) -> None:
     content = response.get("content", {})
     schema = content.get("application/json", {}).get("schema", {})
     validation = schema.get("$ref", "").endswith("/HTTPValidationError")
@@ -106,7 +108,7 @@ def _finish_response(status: str, response: dict[str, Any]) -> None:
             response["description"] = "The request is invalid (a path, query or body field)."
     names = ["X-Request-ID"]
     if status == "401" or PROBLEM_MEDIA_TYPE in content:  # /readyz's 503 has no Retry-After
-        names += _STATUS_HEADERS.get(status, [])
+        names += _STATUS_HEADERS.get(status, []) + _OPERATION_HEADERS.get((operation, status), [])
     response["headers"] = {name: {"$ref": f"#/components/headers/{name}"} for name in names}
 
 
@@ -129,7 +131,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             if security != _DEFAULT_SECURITY:
                 operation["security"] = security
             for status, response in operation["responses"].items():
-                _finish_response(status, response)
+                _finish_response(operation["operationId"], status, response)
     schemas = components.get("schemas", {})
     # Replaced by Problem above; nothing refers to them any more.
     schemas.pop("HTTPValidationError", None)
