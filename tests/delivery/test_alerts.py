@@ -69,3 +69,16 @@ def test_prometheus_rule_carries_exactly_the_tested_rules() -> None:
     (rule,) = [obj for obj in render(values) if obj["kind"] == "PrometheusRule"]
     assert yaml.safe_load(ALERTS.read_text())["groups"] == rule["spec"]["groups"]
     assert "kube-prometheus-stack" == rule["metadata"]["labels"]["release"]
+
+
+def test_runbook_links_point_at_the_configured_copy_of_the_operations_guide() -> None:
+    """With `prometheusRule.runbookUrl`, every alert links to that URL and its own anchor."""
+    base = "https://git.example.internal/platform/atlas-broker/blob/main/docs/operations.md"
+    values = {"prometheusRule": {"enabled": True, "runbookUrl": base}}
+    (rule,) = [obj for obj in render(values) if obj["kind"] == "PrometheusRule"]
+    links = {
+        r["alert"]: r["annotations"]["runbook_url"]
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+    }
+    assert {name: f"{base}#{name.lower()}" for name in alert_names()} == links
