@@ -19,12 +19,13 @@ loops run under a `TaskSupervisor` (given by the application, or the broker's ow
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from broker.core import rules
 from broker.core.audit import AuditRecorder
 from broker.core.context import RequestContext
-from broker.core.errors import BrokerError, Forbidden, RealmNotFound
+from broker.core.errors import BrokerError, Forbidden, RealmNotFound, RealmUnsettled
 from broker.core.idp_backoff import IdPBackoff
 from broker.core.invalidation_follower import InvalidationFollower
 from broker.core.min_ttl_guard import MinTtlGuard
@@ -233,7 +234,10 @@ class TokenBroker:
             reason="requested",
             ctx=ctx,
         )
-        await self._supply.obtain(realm, lambda token: True)
+        # Rotations or evictions that come after this one may supersede its fetch: its own
+        # part (re-read, evict everywhere) is done, and the newest one fetches.
+        with contextlib.suppress(RealmUnsettled):
+            await self._supply.obtain(realm, lambda token: True)
         return self.realm_status(realm)
 
     async def evict(self, realm: str, *, actor: str, ctx: RequestContext) -> None:

@@ -330,3 +330,17 @@ async def test_eviction_the_store_refused_is_audited_as_a_failure(h: Harness) ->
 
     [event] = h.audit.named("token.evicted")
     assert ("failure", "token-store-unavailable") == (event.outcome, event.reason)
+
+
+async def test_rotate_superseded_by_later_evictions_still_answers_the_status(h: Harness) -> None:
+    """A rotation whose fetch is superseded by evictions that follow it has done its part
+    (re-read, evict everywhere) and answers the realm's status instead of an error."""
+
+    async def evict_meanwhile() -> None:
+        await h.shared.evict("acme", reason="evicted")
+
+    h.issuer.after_fetch = evict_meanwhile
+
+    status = await h.broker.rotate("acme", actor=ADMIN, ctx=CTX)
+
+    assert ("acme", False) == (status.realm, status.cached)
