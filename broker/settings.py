@@ -17,6 +17,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from broker.core.origins import allowed_origins, origin_of, parse_origins
+
 
 class PlaceholderSecret(ValueError):
     """A well-known placeholder where a real secret belongs (outside dev)."""
@@ -49,6 +51,9 @@ class Settings(BaseSettings):
     vault_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     idp_url: str | None = None
+    # Origins besides BROKER_IDP_URL's that a realm's token_url may use (comma-separated
+    # scheme://host[:port]); normalised by the validator below.
+    idp_allowed_origins: str = ""
     idp_timeout: float = Field(default=10.0, gt=0, le=120)
     idp_backoff_base: float = Field(default=1.0, gt=0, le=60)
     idp_backoff_max: float = Field(default=60.0, gt=0, le=3600)
@@ -85,7 +90,14 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        if value is not None:
+            origin_of(value)  # a host, no user info, a valid port
         return value.rstrip("/") if value else value
+
+    @field_validator("idp_allowed_origins")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        return ",".join(parse_origins(value))
 
     @field_validator("redis_url")
     @classmethod
@@ -131,6 +143,11 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
         return tuple(sources)
+
+    @property
+    def allowed_idp_origins(self) -> frozenset[str]:
+        """Every origin a realm URL may use: BROKER_IDP_URL's and the listed ones."""
+        return allowed_origins(self.idp_url, filter(None, self.idp_allowed_origins.split(",")))
 
     @property
     def uses_memory_store(self) -> bool:

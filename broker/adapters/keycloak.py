@@ -3,21 +3,28 @@
 The request is exactly the one the Atlas documentation gives: `POST
 {idp}/auth/realms/{realm}/protocol/openid-connect/token` with `Authorization: Basic
 base64(ClientId:ClientSecret)` and the form body `grant_type=client_credentials`.
+
+A realm's own `token_url` (from Vault) is used only at an allowed origin (`origins`):
+the secret is never sent, and no JWKS or issuer is taken, anywhere else.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 import httpx
 import jwt
 
 from broker.adapters.jwks import JwksVerifier, VerificationError
-from broker.core import rules
-from broker.core.errors import IdPBadResponse, IdPRejected, IdPUnavailable
+from broker.core import origins, rules
+from broker.core.errors import IdPBadResponse, IdPOriginNotAllowed, IdPRejected, IdPUnavailable
 from broker.core.models import AccessToken, RealmCredentials
 from broker.core.ports import Clock
+
+log = logging.getLogger(__name__)
 
 # Gateway answers mean the IdP is down rather than misbehaving: the caller may retry.
 _UNAVAILABLE_STATUSES = {502, 503, 504}
@@ -69,20 +76,40 @@ class KeycloakTokenIssuer:
     """Fetches a realm's token and verifies it against the realm's JWKS before handing it
     on: nothing unverified is ever cached or served."""
 
-    def __init__(self, *, client: httpx.AsyncClient, idp_url: str | None, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        idp_url: str | None,
+        clock: Clock,
+        allowed_origins: Iterable[str] = (),
+    ) -> None:
         self._client = client
         self._idp_url = idp_url
         self._clock = clock
+        self._allowed = origins.allowed_origins(idp_url, allowed_origins)
         self._verifier = JwksVerifier(client)
 
     def url_for(self, credentials: RealmCredentials) -> str:
+        """The realm's token endpoint; IdPOriginNotAllowed (logged with the realm and
+        origin) when a URL from the secret store points outside the allowed origins."""
         if credentials.token_url:
-            return credentials.token_url
+            return self._allowed_url(credentials.realm, credentials.token_url)
         if not self._idp_url:
             raise IdPBadResponse(
                 f"realm {credentials.realm!r} has no token_url and BROKER_IDP_URL is not set"
             )
         return token_url(self._idp_url, credentials.realm)
+
+    def _allowed_url(self, realm: str, url: str) -> str:
+        try:
+            return origins.check_realm_url(realm, url, self._allowed)
+        except IdPOriginNotAllowed:
+            log.error(
+                "realm IdP URL refused: origin not allowed, nothing sent",
+                extra={"realm": realm, "origin": _origin_shown(url)},
+            )
+            raise
 
     async def fetch(self, credentials: RealmCredentials) -> AccessToken:
         form = {"grant_type": "client_credentials"}
@@ -105,11 +132,11 @@ class KeycloakTokenIssuer:
                 f"the identity provider is unreachable ({type(exc).__name__})"
             ) from exc
         token = self._parse(response, issued_at=issued_at, version=credentials.version)
+        # The keys and the issuer come from the token endpoint's own (allowed) origin.
         base = realm_base(url)
+        jwks_url = self._allowed_url(credentials.realm, f"{base}/protocol/openid-connect/certs")
         try:
-            await self._verifier.verify(
-                token.value, jwks_url=f"{base}/protocol/openid-connect/certs", issuer=base
-            )
+            await self._verifier.verify(token.value, jwks_url=jwks_url, issuer=base)
         except VerificationError as exc:
             raise IdPBadResponse(f"the identity provider's token was refused: {exc}") from exc
         return token
@@ -157,6 +184,13 @@ class KeycloakTokenIssuer:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _origin_shown(url: str) -> str:
+    try:
+        return origins.origin_of(url)
+    except ValueError:
+        return "(not an http(s) URL)"
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@
     └── UpstreamError                   a dependency failed (5xx)
         ├── IdPRejected                 502  the IdP refused the credentials (invalid_client ...)
         ├── IdPBadResponse              502  the IdP answered something that is not a token
+        ├── IdPOriginNotAllowed         502  a realm URL points outside the allowed IdP origins
         ├── IdPUnavailable              503  the IdP cannot be reached or timed out
         ├── CredentialsInvalid          502  the realm's secret lacks client_id / client_secret
         ├── SecretSourceUnavailable     503  Vault cannot be reached
@@ -114,6 +115,21 @@ class IdPRejected(UpstreamError):
 class IdPBadResponse(UpstreamError):
     slug = "idp-bad-response"
     title = "The identity provider answered with something that is not a valid token"
+
+
+class IdPOriginNotAllowed(UpstreamError):
+    """A realm's URL (from the secret store) has an origin the operator did not allow:
+    nothing is sent there. The detail names the realm and the origin, never a path."""
+
+    slug = "idp-origin-not-allowed"
+    title = "The realm's identity provider URL is not at an allowed origin"
+
+    @classmethod
+    def naming(cls, realm: str, origin: str) -> IdPOriginNotAllowed:
+        return cls(
+            f"realm {realm!r} names the IdP origin {origin!r}, which is neither "
+            "BROKER_IDP_URL's nor in BROKER_IDP_ALLOWED_ORIGINS"
+        )
 
 
 class IdPUnavailable(UpstreamError):

@@ -15,6 +15,7 @@ import math
 from broker.core.backoff import backoff_delay
 from broker.core.errors import (
     IdPBadResponse,
+    IdPOriginNotAllowed,
     IdPRejected,
     IdPUnavailable,
     StoreUnavailable,
@@ -85,4 +86,9 @@ def error_from_code(code: str, *, retry_after: int) -> UpstreamError:
         return rejected
     if slug == IdPBadResponse.slug:
         return IdPBadResponse(detail, retry_after=retry_after)
+    if slug == IdPOriginNotAllowed.slug:
+        # Still a configuration error while the realm waits, not an outage.
+        return IdPOriginNotAllowed(
+            "the realm's IdP URL is not at an allowed origin", retry_after=retry_after
+        )
     return IdPUnavailable(detail, retry_after=retry_after)

@@ -31,6 +31,7 @@ from broker.adapters.workload_jwt import JwksWorkloadVerifier
 from broker.core.broker import BrokerTimings, TokenBroker
 from broker.core.catalog import RealmCatalog
 from broker.core.identity import Gatekeeper
+from broker.core.origins import plain_http_remote
 from broker.core.ports import AuditSink, AuditTrail, RateLimiter, TokenStore
 from broker.core.supervisor import TaskSupervisor
 from broker.http.health_monitor import DependencyMonitor
@@ -103,6 +104,11 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, AppState]]:
         clock = SystemClock()
+        for origin in plain_http_remote(settings.allowed_idp_origins):
+            log.warning(
+                "IdP origin without TLS: client secrets cross the network in the clear",
+                extra={"origin": origin},
+            )
         async with contextlib.AsyncExitStack() as stack:
             if tracing is not None:
                 stack.callback(tracing.shutdown)  # last: exports the spans of shutdown too
@@ -128,6 +134,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                     client=create_idp_client(timeout=settings.idp_timeout),
                     idp_url=settings.idp_url,
                     clock=clock,
+                    allowed_origins=settings.allowed_idp_origins,
                 ),
                 metrics,
             )

@@ -247,10 +247,12 @@ def test_vault_unreachable_is_503(stack: Stack) -> None:
 
 
 def test_realm_token_url_in_vault_overrides_the_idp_url(stack: Stack) -> None:
-    """A realm's `token_url` in Vault is used instead of BROKER_IDP_URL."""
+    """A realm's `token_url` in Vault at an allowed origin is used instead of BROKER_IDP_URL."""
     from broker.devstack.processes import free_port
 
-    url = stack.start_broker(BROKER_IDP_URL=f"http://127.0.0.1:{free_port()}").url
+    url = stack.start_broker(
+        BROKER_IDP_URL=f"http://127.0.0.1:{free_port()}", BROKER_IDP_ALLOWED_ORIGINS=stack.idp.url
+    ).url
     realm: Realm = stack.new_realm(in_vault=False)
     stack.openbao.write_realm(
         realm.name,

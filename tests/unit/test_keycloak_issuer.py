@@ -17,7 +17,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.adapters.keycloak import KeycloakTokenIssuer
-from broker.core.errors import BrokerError, IdPBadResponse, IdPRejected, IdPUnavailable
+from broker.core.errors import (
+    BrokerError,
+    IdPBadResponse,
+    IdPOriginNotAllowed,
+    IdPRejected,
+    IdPUnavailable,
+)
 from broker.core.models import RealmCredentials
 from fakes import FakeClock, realm_credentials
 
@@ -169,7 +175,8 @@ async def test_request_never_puts_the_secret_in_the_url_or_body(rig: Rig) -> Non
 async def test_token_url_from_the_credentials_overrides_the_idp_url(
     jwks: dict[str, Any], signer: Signer
 ) -> None:
-    """A realm whose secret names a token_url is asked there, not under BROKER_IDP_URL."""
+    """A realm whose secret names a token_url at an allowed origin is asked there, not
+    under BROKER_IDP_URL."""
     custom_base = "https://sso.partner.test/auth/realms/acme-eu"
     custom_url = f"{custom_base}/protocol/openid-connect/token"
     idp = FakeIdP(
@@ -184,10 +191,34 @@ async def test_token_url_from_the_credentials_overrides_the_idp_url(
         ),
     )
     async with httpx.AsyncClient(transport=httpx.MockTransport(idp)) as client:
-        issuer = KeycloakTokenIssuer(client=client, idp_url=IDP, clock=FakeClock(NOW))
+        issuer = KeycloakTokenIssuer(
+            client=client,
+            idp_url=IDP,
+            clock=FakeClock(NOW),
+            allowed_origins=["https://sso.partner.test"],
+        )
         await issuer.fetch(realm_credentials("acme", token_url=custom_url))
 
     assert [custom_url] == [str(request.url) for request in idp.requests]
+
+
+async def test_token_url_outside_the_allowed_origins_is_never_asked() -> None:
+    """A token_url whose origin is neither BROKER_IDP_URL's nor listed raises
+    IdPOriginNotAllowed before any request is made."""
+    sent: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(500)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(record)) as client:
+        issuer = KeycloakTokenIssuer(client=client, idp_url=IDP, clock=FakeClock(NOW))
+        with pytest.raises(IdPOriginNotAllowed):
+            await issuer.fetch(
+                realm_credentials("acme", token_url="https://idp.test:8443/auth/realms/acme")
+            )
+
+    assert [] == sent
 
 
 async def test_realm_without_any_token_url_is_a_bad_configuration() -> None:

@@ -305,3 +305,35 @@ def test_real_vault_token_is_accepted_in_production(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("BROKER_VAULT_TOKEN", "hvs.CAESIJ3k2l")
 
     assert isinstance(load_settings(), Settings)
+
+
+# --- IdP origins -------------------------------------------------------------------------
+
+
+def test_allowed_idp_origins_are_normalised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKER_IDP_ALLOWED_ORIGINS is a comma list; with BROKER_IDP_URL's origin it makes
+    the set realm URLs may use (case and default ports normalised)."""
+    monkeypatch.setenv("BROKER_IDP_URL", "https://SSO.example.com:443/base")
+    monkeypatch.setenv("BROKER_IDP_ALLOWED_ORIGINS", "https://b.example.com:8443, http://a.test")
+
+    assert (
+        frozenset({"https://sso.example.com", "https://b.example.com:8443", "http://a.test"})
+        == load_settings().allowed_idp_origins
+    )
+
+
+@pytest.mark.parametrize(
+    "value", ["https://idp.test/auth", "ftp://idp.test", "idp.test", "https://u:p@idp.test"]
+)
+def test_allowed_idp_origin_that_is_not_an_origin_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """An entry that is not scheme://host[:port] is refused with one line naming the
+    variable."""
+    monkeypatch.setenv("BROKER_IDP_ALLOWED_ORIGINS", value)
+
+    message = settings_error()
+
+    assert message.startswith("BROKER_IDP_ALLOWED_ORIGINS: ")
+    assert "\n" not in message
+    assert "u:p" not in message
