@@ -68,6 +68,11 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(tempfile.gettempdir()) / "atlas-broker-audit"
     )
     audit_required: bool = False
+    # Bounds of the audit trail: stream length (approximate trim, beside the age cap),
+    # spool file size, and events held in memory while neither Redis nor the spool takes them.
+    audit_max_events: int = Field(default=10_000_000, ge=1)
+    audit_spool_max_bytes: int = Field(default=1 << 30, ge=4096)
+    audit_backlog_max_events: int = Field(default=100_000, ge=1)
     audit_file: Path | None = None
 
     expiry_skew: int = Field(default=30, ge=0, le=600)
@@ -102,11 +107,11 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: str) -> str:
-        ha = ("redis+sentinel://", "redis+cluster://")
+        ha = ("redis+sentinel://", "redis+cluster://", "rediss+sentinel://", "rediss+cluster://")
         if not value.startswith(("redis://", "rediss://", "unix://", "memory://", *ha)):
             raise ValueError(
-                "must be a redis://, rediss://, unix://, redis+sentinel://, redis+cluster://"
-                " or memory:// URL"
+                "must be a redis://, rediss://, unix://, redis(s)+sentinel://,"
+                " redis(s)+cluster:// or memory:// URL"
             )
         if value.startswith(ha):
             from broker.adapters.redis_connect import parse_redis_url

@@ -17,7 +17,17 @@ stream's slot for Redis Cluster) and adds only events above it, atomically with 
 mark. So a batch whose reply was lost (Redis applied it, the writer spooled it anyway),
 a replay interrupted half-way, or a spool replayed again after a crash, are all skipped
 where already present. Retention: each batch trims entries older than
-`retention_days` (`XTRIM MINID`); the mark lives as long as the retention.
+`retention_days` (`XTRIM MINID`) and keeps at most about `max_events`
+(`XTRIM MAXLEN ~`, trimming whole stream nodes only, so cheap); the mark lives as long as
+the retention.
+
+Bounds. The in-memory queue holds at most `backlog_max` events and the spool at most
+`spool_max_bytes`: an event that fits nowhere is dropped, counted and logged
+(`audit_losses`), and with BROKER_AUDIT_REQUIRED a durable event is refused instead
+(the request gets 503). The append script reports how many events it added; a live batch
+that Redis took only in part (someone moved the writer's mark ahead) is logged, counted
+and spooled, and the writer continues under a new writer id, so nobody with write access
+to Redis can silence the trail by setting one key.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from broker.adapters.audit_spool import Record, Spool
+from broker.adapters.audit_losses import AuditLosses
+from broker.adapters.audit_spool import Record, Spool, SpoolFull
 from broker.adapters.redis_connect import RedisClient
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditPage, AuditQuery
@@ -46,11 +57,12 @@ from broker.core.ports import Clock
 log = logging.getLogger(__name__)
 
 # KEYS[1] the stream, KEYS[2] the writer's high-water mark. ARGV[1] the oldest stream id
-# to keep, ARGV[2] the mark's TTL in seconds, then (sequence number, event JSON) pairs.
+# to keep, ARGV[2] the mark's TTL in seconds, ARGV[3] the stream's length cap, then
+# (sequence number, event JSON) pairs. Returns the number of events added.
 _APPEND = """
-local mark = tonumber(redis.call('GET', KEYS[2]) or '0')
+local mark = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local added = 0
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   local seq = tonumber(ARGV[i])
   if seq > mark then
     redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
@@ -60,6 +72,7 @@ for i = 3, #ARGV, 2 do
 end
 redis.call('SET', KEYS[2], string.format('%.0f', mark), 'EX', ARGV[2])
 redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[3])
 return added
 """
 
@@ -92,6 +105,9 @@ class RedisAuditSink:
         retry_interval: float = 1.0,
         close_timeout: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
+        max_events: int = 10_000_000,
+        spool_max_bytes: int | None = None,
+        backlog_max: int = 100_000,
     ) -> None:
         self._redis = client
         self._prefix = prefix
@@ -105,6 +121,10 @@ class RedisAuditSink:
         self._retry_interval = retry_interval
         self._close_timeout = close_timeout
         self._monotonic = monotonic
+        self._max_events = max_events
+        self._spool_max_bytes = spool_max_bytes
+        self._backlog_max = backlog_max
+        self.losses = AuditLosses(monotonic=monotonic)
         self.writer = uuid.uuid4().hex
         self._seq = 0
         self._queue: deque[_Pending] = deque()
@@ -122,6 +142,10 @@ class RedisAuditSink:
         """Bytes of spooled events not yet replayed into the stream (a metric)."""
         spools = [*self._orphans, *([self._spool] if self._spool else [])]
         return sum(max(0, spool.size() - spool.replayed) for spool in spools)
+
+    def backlog_events(self) -> int:
+        """Events held in memory (a metric)."""
+        return len(self._queue)
 
     def mark_key(self, writer: str) -> str:
         return f"{{{self.stream}}}:writer:{writer}"
@@ -160,10 +184,7 @@ class RedisAuditSink:
             try:
                 await asyncio.to_thread(self._spool_append, [(p.seq, p.payload) for p in batch])
             except OSError as exc:
-                log.error(
-                    "audit events lost at shutdown",
-                    extra={"events": len(batch), "error": type(exc).__name__},
-                )
+                self.losses.drop(len(batch), reason=f"shutdown:{type(exc).__name__}")
         for spool in self._orphans:
             spool.close()
         if self._spool is not None:
@@ -180,6 +201,14 @@ class RedisAuditSink:
         if wait:
             if self._task is None or self._task.done():
                 raise AuditUnavailable("the audit writer is not running")
+            if self.losses.spool_full and (self._down or self._backlog):
+                raise AuditUnavailable("the audit stream is unreachable and the spool is full")
+        if len(self._queue) >= self._backlog_max:
+            if wait:
+                raise AuditUnavailable("the audit backlog is full")
+            self.losses.drop(1, reason="backlog-full")
+            return
+        if wait:
             pending.done = asyncio.get_running_loop().create_future()
         self._queue.append(pending)
         self._wake.set()
@@ -264,26 +293,33 @@ class RedisAuditSink:
         records = [(p.seq, p.payload) for p in batch]
         if not self._backlog:
             try:
-                await self._add(self.writer, records)
+                added = await self._add(self.writer, records)
             except (RedisError, OSError) as exc:
                 self._went_down(exc)
             else:
-                self._settle(batch)
-                return
+                if added == len(records):
+                    self._settle(batch)
+                    return
+                await self._renew_writer(sent=len(records), added=added)
         try:
             await asyncio.to_thread(self._spool_append, records)
         except OSError as exc:
-            log.error(
-                "audit spool unwritable, events held in memory",
-                extra={"events": len(batch), "error": type(exc).__name__},
-            )
+            if isinstance(exc, SpoolFull):
+                self.losses.spool_filled(
+                    max_bytes=self._spool_max_bytes or 0, held=len(self._queue) + len(batch)
+                )
+            else:
+                log.error(
+                    "audit spool unwritable, events held in memory",
+                    extra={"events": len(batch), "error": type(exc).__name__},
+                )
             held = [p for p in batch if p.done is None]
             for p in batch:
                 if p.done is not None and not p.done.done():
                     p.done.set_exception(AuditUnavailable("no durable audit record possible"))
             if self._closing:
                 # Nowhere left to put them; their copies went to stdout / the audit file.
-                log.error("audit events lost at shutdown", extra={"events": len(held)})
+                self.losses.drop(len(held), reason="shutdown")
                 return
             self._queue.extendleft(reversed(held))
             await asyncio.sleep(self._retry_interval)
@@ -294,22 +330,36 @@ class RedisAuditSink:
     def _spool_append(self, records: list[Record]) -> None:
         if self._spool is None:
             self._spool = Spool.create(self._spool_dir, prefix=self._prefix, writer=self.writer)
-        self._spool.append(records)
+        self._spool.append(records, max_bytes=self._spool_max_bytes)
+        self.losses.spool_has_room()
+
+    async def _renew_writer(self, *, sent: int, added: int) -> None:
+        """Redis took only part of a live batch: the writer's mark was moved ahead. Count
+        it, and go on as a new writer (a fresh mark) so the spooled batch, replayed under
+        the new id, and every later event reach the stream."""
+        self.losses.mismatch(sent=sent, added=added)
+        self.writer = uuid.uuid4().hex
+        if self._spool is not None:
+            # Empty (nothing is spooled while writing live); the next one bears the new id.
+            await asyncio.to_thread(self._spool.remove)
+            self._spool = None
 
     def _settle(self, batch: list[_Pending]) -> None:
         for pending in batch:
             if pending.done is not None and not pending.done.done():
                 pending.done.set_result(None)
 
-    async def _add(self, writer: str, records: list[Record]) -> None:
+    async def _add(self, writer: str, records: list[Record]) -> int:
+        """Append; returns how many of `records` the stream took."""
         oldest_ms = max(0, int((self._clock.now() - self._retention_s) * 1000))
-        args: list[str | int] = [oldest_ms, self._retention_s]
+        args: list[str | int] = [oldest_ms, self._retention_s, self._max_events]
         for seq, payload in records:
             args += [seq, payload]
-        await self._append(keys=[self.stream, self.mark_key(writer)], args=args)
+        added = await self._append(keys=[self.stream, self.mark_key(writer)], args=args)
         if self._down:
             self._down = False
             log.info("audit stream reachable again")
+        return int(added)
 
     def _went_down(self, exc: Exception) -> None:
         self._retry_at = self._monotonic() + self._retry_interval
@@ -336,6 +386,7 @@ class RedisAuditSink:
         if not self._orphans and (self._spool is None or not self._spool.pending()):
             if self._spool is not None:
                 await asyncio.to_thread(self._spool.reset)
+            self.losses.spool_has_room()
             self._backlog = False
             log.info("audit spool replayed into the stream")
 
@@ -343,7 +394,13 @@ class RedisAuditSink:
         while budget > 0 and spool.pending():
             records, end = await asyncio.to_thread(spool.read, self._batch_size)
             if records:
-                await self._add(spool.writer, records)
+                added = await self._add(spool.writer, records)
+                if added < len(records):
+                    # Already there (a reply lost before the spooling) or a mark moved ahead.
+                    log.warning(
+                        "audit replay: some spooled events were not added",
+                        extra={"spool": spool.path.name, "sent": len(records), "added": added},
+                    )
             if end == spool.replayed:
                 # Never written by us (lines are whole and short): skip rather than spin.
                 log.error(

@@ -7,12 +7,16 @@ back, so the file only ever holds whole lines. The writer keeps an exclusive `fl
 its file while it lives; a file whose lock can be taken belongs to a writer that died,
 and the next process with the same prefix adopts it and replays it.
 
+A spool has a size cap (BROKER_AUDIT_SPOOL_MAX_BYTES): an append that would pass it
+raises `SpoolFull` and writes nothing, like a full disk; the file empties once replayed.
+
 Every method blocks (file I/O, fsync): the audit writer calls them in a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -24,6 +28,13 @@ log = logging.getLogger(__name__)
 _READ_CHUNK = 1 << 20
 
 Record = tuple[int, str]
+
+
+class SpoolFull(OSError):
+    """The append would take the spool past its size cap; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__(errno.ENOSPC, "audit spool full")
 
 
 class Spool:
@@ -77,10 +88,13 @@ class Spool:
 
     # -- writing ----------------------------------------------------------------------
 
-    def append(self, records: Sequence[Record]) -> None:
-        """Append whole lines and fsync; on failure nothing of this batch stays."""
+    def append(self, records: Sequence[Record], *, max_bytes: int | None = None) -> None:
+        """Append whole lines and fsync; on failure nothing of this batch stays. Raises
+        SpoolFull when the file would grow past `max_bytes`."""
         data = "".join(f"{seq} {payload}\n" for seq, payload in records).encode()
         start = self.size()
+        if max_bytes is not None and start + len(data) > max_bytes:
+            raise SpoolFull
         try:
             view = memoryview(data)
             while view:

@@ -3,6 +3,14 @@
     redis://[[user]:password@]host[:port][/db]        one server (also rediss://, unix://)
     redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]
     redis+cluster://[[user]:password@]host[:port][,host[:port]...]
+    rediss+sentinel://... and rediss+cluster://...     the same over TLS
+
+TLS (`rediss+`): every connection, to the sentinels as well as to the master, or to every
+cluster node, is TLS with the server's certificate verified (hostname included) against
+the system CAs, or the CA file named in the query: `?ssl_ca_certs=/path/ca.pem`. Also
+accepted: `ssl_certfile` and `ssl_keyfile` (a client certificate, for `tls-auth-clients`),
+`ssl_cert_reqs` (`required`, the default, `optional` or `none`) and `ssl_check_hostname`
+(`true` or `false`). Plain `redis+` URLs take no query.
 
 Sentinel: the hosts are the sentinels (default port 26379), `service_name` is the name
 the sentinels monitor (`sentinel monitor <service_name> ...`), `db` defaults to 0. The
@@ -19,7 +27,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub
@@ -31,6 +39,11 @@ RedisClient = aioredis.Redis | aioredis.RedisCluster
 
 SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"
+TLS_SENTINEL_SCHEME = "rediss+sentinel://"
+TLS_CLUSTER_SCHEME = "rediss+cluster://"
+HA_SCHEMES = (SENTINEL_SCHEME, CLUSTER_SCHEME, TLS_SENTINEL_SCHEME, TLS_CLUSTER_SCHEME)
+_TLS_PATHS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_CERT_REQS = ("required", "optional", "none")
 _DEFAULT_PORT = {"sentinel": 26379, "cluster": 6379}
 _HOST_PORT = re.compile(
     r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>\d{1,5}))?$"
@@ -60,24 +73,28 @@ class RedisEndpoint:
     db: int = 0
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # None: plain TCP. Otherwise the redis-py TLS options (`ssl_*`) from the URL's query.
+    tls: dict[str, str | bool] | None = None
 
 
 def is_ha_url(url: str) -> bool:
-    return url.startswith((SENTINEL_SCHEME, CLUSTER_SCHEME))
+    return url.startswith(HA_SCHEMES)
 
 
 def parse_redis_url(url: str) -> RedisEndpoint:
     """Parse a Sentinel or Cluster URL; `ValueError` names what is wrong, never the password."""
-    if url.startswith(SENTINEL_SCHEME):
-        kind: Literal["sentinel", "cluster"] = "sentinel"
-        rest = url[len(SENTINEL_SCHEME) :]
-    elif url.startswith(CLUSTER_SCHEME):
-        kind = "cluster"
-        rest = url[len(CLUSTER_SCHEME) :]
+    for scheme in HA_SCHEMES:
+        if url.startswith(scheme):
+            break
     else:
-        raise ValueError("not a redis+sentinel:// or redis+cluster:// URL")
-    if "?" in rest or "#" in rest:
-        raise ValueError(f"{kind} URL: query strings and fragments are not supported")
+        raise ValueError("not a redis(s)+sentinel:// or redis(s)+cluster:// URL")
+    kind: Literal["sentinel", "cluster"] = "sentinel" if "sentinel" in scheme else "cluster"
+    rest, _, query = url[len(scheme) :].partition("?")
+    if "#" in url:
+        raise ValueError(f"{kind} URL: fragments are not supported")
+    tls = _tls_options(query, kind) if scheme.startswith("rediss") else None
+    if tls is None and query:
+        raise ValueError(f"{kind} URL: query strings are only for TLS (rediss+{kind}://)")
     netloc, _, path = rest.partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
     username = password = None
@@ -90,7 +107,7 @@ def parse_redis_url(url: str) -> RedisEndpoint:
     if kind == "cluster":
         if segments:
             raise ValueError("cluster URL: a Redis Cluster has only database 0; drop the path")
-        return RedisEndpoint(kind, nodes, username=username, password=password)
+        return RedisEndpoint(kind, nodes, username=username, password=password, tls=tls)
     if not segments or len(segments) > 2:
         raise ValueError("sentinel URL: the path must be /service_name or /service_name/db")
     service = unquote(segments[0])
@@ -101,7 +118,35 @@ def parse_redis_url(url: str) -> RedisEndpoint:
         if not segments[1].isdigit():
             raise ValueError("sentinel URL: db must be a number")
         db = int(segments[1])
-    return RedisEndpoint(kind, nodes, service, db, username, password)
+    return RedisEndpoint(kind, nodes, service, db, username, password, tls)
+
+
+def _tls_options(query: str, kind: str) -> dict[str, str | bool]:
+    options: dict[str, str | bool] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
+        if name in _TLS_PATHS:
+            if not value:
+                raise ValueError(f"{kind} URL: {name} needs a file path")
+            options[name] = value
+        elif name == "ssl_cert_reqs":
+            if value not in _CERT_REQS:
+                raise ValueError(f"{kind} URL: ssl_cert_reqs must be one of {_CERT_REQS}")
+            options[name] = value
+        elif name == "ssl_check_hostname":
+            if value not in ("true", "false"):
+                raise ValueError(f"{kind} URL: ssl_check_hostname must be true or false")
+            options[name] = value == "true"
+        else:
+            raise ValueError(f"{kind} URL: unknown query parameter {name[:40]!r}")
+    return options
+
+
+def tls_kwargs(endpoint: RedisEndpoint) -> dict[str, Any]:
+    """redis-py connection options for the endpoint's transport: `ssl=True` and the
+    `ssl_*` options for TLS, nothing for plain TCP."""
+    if endpoint.tls is None:
+        return {}
+    return {"ssl": True, **endpoint.tls}
 
 
 def _node(text: str, kind: Literal["sentinel", "cluster"]) -> tuple[str, int]:
@@ -160,6 +205,7 @@ def connect_ha(url: str, *, client_name: str) -> RedisClient:
         "password": endpoint.password,
         "decode_responses": False,
         "retry": Retry(_FAILOVER_BACKOFF, _FAILOVER_RETRY_COUNT),
+        **tls_kwargs(endpoint),
     }
     if endpoint.kind == "cluster":
         return BrokerRedisCluster(
@@ -177,6 +223,8 @@ def connect_ha(url: str, *, client_name: str) -> RedisClient:
             "socket_timeout": _SOCKET_TIMEOUT,
             "socket_connect_timeout": _SOCKET_TIMEOUT,
             "client_name": client_name,
+            # rediss+sentinel: the sentinels are asked over TLS too.
+            **tls_kwargs(endpoint),
         },
     )
     master: SentinelMasterRedis = sentinel.master_for(

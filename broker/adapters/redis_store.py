@@ -10,6 +10,13 @@ all of a realm's keys share a slot):
 - `{prefix}:backoff:{realm}`: the shared "next IdP attempt" of a failing realm;
 - channel `{prefix}:invalidations`: evictions and rotations, for every replica.
 
+Redis is a neighbour, not a friend: whoever can write it must not be able to serve a
+stale token or stall the realm. So a sealed value opens only under the key prefix, realm
+and generation it was sealed for (`token_seal`); a value whose generation is below one
+this process has seen (written back from before an eviction) is a miss; a backoff's next
+attempt is never further away than `backoff_max`; and a lock without a TTL, or with one
+longer than two leases, is given two leases to live, so it cannot block a realm forever.
+
 After a failure the store stays closed for a growing interval (a circuit breaker), so a
 dead Redis costs requests nothing while the broker serves on its own.
 """
@@ -76,7 +83,31 @@ local message = {realm = ARGV[3], generation = generation, reason = ARGV[4]}
 redis.call('publish', ARGV[2], cjson.encode(message))
 return generation
 """
+# Take the lock; if another owner holds it, make sure it dies within two leases (a lock
+# without a TTL, or with an absurd one, was not written by a broker).
+_ACQUIRE = """
+if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -1 or ttl > 2 * tonumber(ARGV[2]) then
+  redis.call('pexpire', KEYS[1], 2 * tonumber(ARGV[2]))
+end
+return 0
+"""
+# Whether the lock is held, with the same two-lease limit on its life.
+_HELD = """
+local ttl = redis.call('pttl', KEYS[1])
+if ttl == -2 then return 0 end
+if ttl == -1 or ttl > 2 * tonumber(ARGV[1]) then
+  redis.call('pexpire', KEYS[1], 2 * tonumber(ARGV[1]))
+end
+return 1
+"""
 TOMBSTONE_TTL_MS = 3_600_000
+# The core's lock lease (BrokerTimings.lock_lease): `lock_held` is not told the lease, and
+# gives a lock without a sane TTL two of these to live.
+_HELD_LEASE_MS = 15_000
+# backoff_delay stops doubling after 32 failures; a larger count from Redis means nothing.
+_MAX_FAILURES = 64
 _BREAKER_MIN, _BREAKER_MAX = 0.5, 10.0
 
 
@@ -106,9 +137,13 @@ class RedisTokenStore:
         *,
         prefix: str,
         keyring: Callable[[], Awaitable[Keyring]],
+        backoff_max: float = 3600.0,
     ) -> None:
         self._redis = client
         self._prefix = prefix
+        self._backoff_max = backoff_max
+        # The highest generation seen per realm: a token below it was written back.
+        self._generations: dict[str, int] = {}
         self._channel = f"{prefix}:invalidations"
         self._load_keyring = keyring
         self._sealer: TokenSealer | None = None
@@ -117,6 +152,8 @@ class RedisTokenStore:
         self._extend = client.register_script(_EXTEND)
         self._put = client.register_script(_PUT)
         self._evict = client.register_script(_EVICT)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._held = client.register_script(_HELD)
         self._open_until = 0.0
         self._breaker_delay = _BREAKER_MIN
 
@@ -139,7 +176,7 @@ class RedisTokenStore:
         not shared rather than stored in the clear."""
         if self._sealer is None and time.monotonic() >= self._keyring_retry_at:
             try:
-                self._sealer = TokenSealer(await self._load_keyring())
+                self._sealer = TokenSealer(await self._load_keyring(), namespace=self._prefix)
             except Exception as exc:
                 self._keyring_retry_at = time.monotonic() + 5.0
                 log.warning("cache key unavailable", extra={"error": type(exc).__name__})
@@ -162,12 +199,29 @@ class RedisTokenStore:
             )
             return Cached(None, 0)
         if not isinstance(sealed, str):
+            self._saw(realm, generation)
             return Cached(None, generation)
+        seen = self._generations.get(realm, 0)
+        if generation < seen:
+            log.warning(
+                "token value in redis is older than an eviction seen here, treated as a miss",
+                extra={"realm": realm, "generation": generation, "seen": seen},
+            )
+            return Cached(None, seen)
         sealer = await self._sealer_or_none()
-        token = sealer.open(realm, sealed) if sealer else None
+        token = sealer.open(realm, sealed, generation=generation) if sealer else None
         if token is None:
-            log.warning("token value in redis does not open for this realm", extra={"realm": realm})
+            log.warning(
+                "token value in redis does not open for this realm, prefix and generation",
+                extra={"realm": realm},
+            )
+        self._saw(realm, generation)
         return Cached(token, generation)
+
+    def _saw(self, realm: str, generation: int) -> None:
+        # Only realms with a generation above 0 (evicted at least once) are remembered.
+        if generation > self._generations.get(realm, 0):
+            self._generations[realm] = generation
 
     async def put(
         self,
@@ -183,12 +237,15 @@ class RedisTokenStore:
         sealer = await self._sealer_or_none()
         if sealer is None:
             return False
-        value = json.dumps({"g": generation, "t": sealer.seal(realm, token)})
+        sealed = sealer.seal(realm, token, generation=generation)
+        value = json.dumps({"g": generation, "t": sealed})
         with self._guard():
             stored = await self._put(
                 keys=[rules.token_key(self._prefix, realm)],
                 args=[generation, value, int(ttl * 1000), "1" if only_if_absent else "0"],
             )
+        if stored:
+            self._saw(realm, generation)
         return bool(stored)
 
     async def evict(self, realm: str, *, reason: str) -> int:
@@ -197,6 +254,7 @@ class RedisTokenStore:
                 keys=[rules.token_key(self._prefix, realm)],
                 args=[TOMBSTONE_TTL_MS, self._channel, realm, reason],
             )
+        self._saw(realm, int(generation))
         return int(generation)
 
     async def invalidations(self) -> AsyncIterator[Invalidation | None]:
@@ -234,8 +292,8 @@ class RedisTokenStore:
 
     async def acquire_lock(self, realm: str, owner: str, lease: float) -> bool:
         with self._guard():
-            taken = await self._redis.set(
-                rules.lock_key(self._prefix, realm), owner, nx=True, px=int(lease * 1000)
+            taken = await self._acquire(
+                keys=[rules.lock_key(self._prefix, realm)], args=[owner, int(lease * 1000)]
             )
         return bool(taken)
 
@@ -252,7 +310,10 @@ class RedisTokenStore:
 
     async def lock_held(self, realm: str) -> bool:
         with self._guard():
-            return bool(await self._redis.exists(rules.lock_key(self._prefix, realm)))
+            held = await self._held(
+                keys=[rules.lock_key(self._prefix, realm)], args=[_HELD_LEASE_MS]
+            )
+        return bool(held)
 
     # -- forced fetches -----------------------------------------------------------------
 
@@ -280,13 +341,25 @@ class RedisTokenStore:
             raw = await self._redis.get(self._backoff_key(realm))
         try:
             doc = json.loads(raw) if raw else None
-            return (
-                Backoff(int(doc["failures"]), float(doc["next"]), str(doc["error"]))
-                if doc
-                else None
-            )
-        except (ValueError, KeyError, TypeError):
+            if not doc:
+                return None
+            failures, next_attempt, error = int(doc["failures"]), float(doc["next"]), doc["error"]
+        except (ValueError, KeyError, TypeError, OverflowError):
             return None
+        if not isinstance(error, str) or next_attempt != next_attempt:  # NaN
+            return None
+        # Nothing a broker writes lies further ahead than backoff_max: clamp, so a written
+        # "next attempt in a year" cannot stall the realm.
+        backoff = Backoff(max(1, min(failures, _MAX_FAILURES)), next_attempt, error[:200])
+        latest = time.time() + self._backoff_max
+        if next_attempt > latest:
+            log.warning(
+                "backoff in redis beyond BROKER_IDP_BACKOFF_MAX, clamped", extra={"realm": realm}
+            )
+            # Written back clamped, or every later read would clamp to "now + max" again.
+            backoff = Backoff(backoff.failures, latest, backoff.error)
+            await self.set_backoff(realm, backoff)
+        return backoff
 
     async def set_backoff(self, realm: str, backoff: Backoff) -> None:
         value = json.dumps(

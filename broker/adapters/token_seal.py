@@ -1,9 +1,12 @@
-"""Sealing token values for Redis: AES-256-GCM, the realm bound in as associated data.
+"""Sealing token values for Redis: AES-256-GCM, with the key prefix, the realm and the
+realm's generation bound in as associated data.
 
-A reader of Redis holds no usable token, and a value copied under another realm's key
-fails to open (the associated data differ) and counts as a miss. Each sealed value names
-its key id, so the cache key can be rotated: new values use the current key, values under
-an older key that is still in the keyring keep opening.
+A reader of Redis holds no usable token. A writer of Redis cannot move a sealed value:
+one copied under another realm's key or another deployment's key prefix, or relabelled
+with a later generation (written back after an eviction), fails to open (the associated
+data differ) and counts as a miss. Each sealed value names its key id, so the cache key
+can be rotated: new values use the current key, values under an older key that is still
+in the keyring keep opening.
 """
 
 from __future__ import annotations
@@ -41,16 +44,22 @@ class Keyring:
         return Keyring(key_id, {key_id: AESGCM.generate_key(bit_length=256)})
 
 
-def _aad(realm: str) -> bytes:
-    return f"atlas-broker:token:{realm}".encode()
+def _aad(namespace: str, realm: str, generation: int) -> bytes:
+    # NUL separates the parts: neither a key prefix nor a realm name can contain one.
+    # "v2": values sealed before the generation was bound (v1, the realm alone) no longer
+    # open and count as a miss, costing one IdP request per realm after an upgrade.
+    return f"atlas-broker:token:v2\0{namespace}\0{realm}\0{generation}".encode()
 
 
 class TokenSealer:
-    def __init__(self, keyring: Keyring) -> None:
+    """Seals and opens the token values of one key prefix (`namespace`)."""
+
+    def __init__(self, keyring: Keyring, *, namespace: str) -> None:
         self._current = keyring.current
         self._ciphers = {kid: AESGCM(key) for kid, key in keyring.keys.items()}
+        self._namespace = namespace
 
-    def seal(self, realm: str, token: AccessToken) -> str:
+    def seal(self, realm: str, token: AccessToken, *, generation: int) -> str:
         plaintext = json.dumps(
             {
                 "access_token": token.value,
@@ -62,18 +71,21 @@ class TokenSealer:
             separators=(",", ":"),
         ).encode()
         nonce = os.urandom(_NONCE_BYTES)
-        sealed = self._ciphers[self._current].encrypt(nonce, plaintext, _aad(realm))
+        aad = _aad(self._namespace, realm, generation)
+        sealed = self._ciphers[self._current].encrypt(nonce, plaintext, aad)
         return f"{self._current}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
-    def open(self, realm: str, value: str) -> AccessToken | None:
-        """The token, or None when the value is not one this keyring sealed for `realm`."""
+    def open(self, realm: str, value: str, *, generation: int) -> AccessToken | None:
+        """The token, or None when the value is not one this keyring sealed for `realm`
+        at `generation` under this key prefix."""
         kid, _, blob = value.partition(".")
         cipher = self._ciphers.get(kid)
         if cipher is None:
             return None
         try:
             raw = base64.urlsafe_b64decode(blob)
-            plaintext = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], _aad(realm))
+            aad = _aad(self._namespace, realm, generation)
+            plaintext = cipher.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], aad)
             data: Any = json.loads(plaintext)
             return AccessToken(
                 value=str(data["access_token"]),

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from broker import __version__
 from broker.adapters.audit_fanout import FanOutAuditSink, open_audit_file
 from broker.adapters.audit_log import JsonLinesAuditSink
+from broker.adapters.audit_losses import AuditLossCollector
 from broker.adapters.audit_memory import MemoryAuditTrail
 from broker.adapters.audit_redis import RedisAuditSink
 from broker.adapters.clock import SystemClock
@@ -54,6 +55,7 @@ def _store(settings: Settings, clock: SystemClock, secrets: VaultSecretSource) -
         create_redis(settings.redis_url),
         prefix=settings.key_prefix,
         keyring=secrets.cache_keyring,
+        backoff_max=settings.idp_backoff_max,
     )
 
 
@@ -80,6 +82,9 @@ async def _audit_and_limits(
             retention_days=settings.audit_retention_days,
             required=settings.audit_required,
             clock=clock,
+            max_events=settings.audit_max_events,
+            spool_max_bytes=settings.audit_spool_max_bytes,
+            backlog_max=settings.audit_backlog_max_events,
         )
         await record.start()
         limiter = RedisRateLimiter(client, prefix=settings.key_prefix)
@@ -148,6 +153,8 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             if tracing is not None:
                 audit = tracing.audit(audit)
                 limiter = tracing.limiter(limiter, system=_store_system(settings))
+            if isinstance(trail, RedisAuditSink):
+                metrics.add_gauges(AuditLossCollector(trail.losses, trail.backlog_events))
             # The one owner of every background task: crashes are logged and restarted,
             # and closing it (before the clients it uses) cancels and awaits them all.
             tasks = TaskSupervisor(clock)

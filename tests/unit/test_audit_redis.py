@@ -35,16 +35,18 @@ class FakeRedis:
         if self.down:
             raise RedisConnectionError("redis is down")
         mark = self.marks.get(keys[1], 0)
-        pairs = args[2:]
+        pairs = args[3:]
+        added = 0
         for seq, payload in zip(pairs[::2], pairs[1::2], strict=True):
             if int(seq) > mark:
                 self.stream.append(json.loads(payload))
                 mark = int(seq)
+                added += 1
         self.marks[keys[1]] = mark
         if self.lose_next_reply:
             self.lose_next_reply = False
             raise RedisConnectionError("connection lost before the reply")
-        return 0
+        return added
 
     def request_ids(self) -> list[str]:
         return [event["request_id"] for event in self.stream]
