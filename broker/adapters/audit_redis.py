@@ -44,11 +44,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from broker.adapters.audit_losses import AuditLosses
 from broker.adapters.audit_spool import Record, Spool, SpoolFull
-from broker.adapters.redis_connect import RedisClient
+from broker.adapters.redis_connect import REDIS_FAILURES, RedisClient
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditPage, AuditQuery
 from broker.core.errors import AuditUnavailable, StoreUnavailable
@@ -243,7 +241,7 @@ class RedisAuditSink:
                 if not entries or len(entries) < chunk:
                     return AuditPage(events, None)
                 upper = f"({last}"
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
         return AuditPage(events, last)
 
@@ -294,7 +292,7 @@ class RedisAuditSink:
         if not self._backlog:
             try:
                 added = await self._add(self.writer, records)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILURES as exc:
                 self._went_down(exc)
             else:
                 if added == len(records):
@@ -380,7 +378,7 @@ class RedisAuditSink:
                     self._orphans.pop(0)
             if not self._orphans and self._spool is not None and budget > 0:
                 budget = await self._drain(self._spool, budget)
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._went_down(exc)
             return
         if not self._orphans and (self._spool is None or not self._spool.pending()):

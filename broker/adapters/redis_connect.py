@@ -34,8 +34,12 @@ from redis.asyncio.cluster import ClusterNode, ClusterPubSub
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import RedisClusterException, RedisError
 
 RedisClient = aioredis.Redis | aioredis.RedisCluster
+# What a failing Redis raises. RedisClusterException ("no reachable node", a certificate
+# refused by every seed) is not a RedisError.
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 SENTINEL_SCHEME = "redis+sentinel://"
 CLUSTER_SCHEME = "redis+cluster://"

@@ -35,10 +35,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from broker.adapters.redis_connect import RedisClient, connect_ha, is_ha_url
+from broker.adapters.redis_connect import REDIS_FAILURES, RedisClient, connect_ha, is_ha_url
 from broker.adapters.token_seal import Keyring, TokenSealer
 from broker.core import rules
 from broker.core.errors import StoreUnavailable
@@ -165,7 +164,7 @@ class RedisTokenStore:
             raise StoreUnavailable("redis: unavailable, retrying shortly")
         try:
             yield
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._open_until = time.monotonic() + self._breaker_delay
             self._breaker_delay = min(self._breaker_delay * 2, _BREAKER_MAX)
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
@@ -281,11 +280,11 @@ class RedisTokenStore:
                         parsed = _invalidation(message.get("data"))
                         if parsed is not None:
                             yield parsed
-            except (RedisError, OSError):
+            except REDIS_FAILURES:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _BREAKER_MAX)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(*REDIS_FAILURES):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     # -- locks --------------------------------------------------------------------------
@@ -378,7 +377,7 @@ class RedisTokenStore:
         # Not through the breaker: readiness must see Redis return.
         try:
             await self._redis.ping()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
         self._close_breaker()
 

@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
+import pytest
 import redis
 
+from broker.adapters.redis_connect import REDIS_FAILURES, connect_ha
 from broker.core.models import token_fingerprint
 from broker.core.rules import backoff_key, lock_key, token_key
+from redis_tls import make_tls_files, tls_cluster, tls_sentinel
 from stack import Stack, bearer, wait_for
 
 
@@ -169,3 +173,43 @@ def test_writer_mark_pushed_ahead_does_not_silence_the_audit_trail(stack: Stack)
     wait_for(recorded, timeout=15, message="the request's audit event never reached the stream")
     metrics = httpx.get(f"{broker.url}/metrics", timeout=10).text
     assert "atlas_broker_audit_append_mismatches_total 1.0" in metrics
+
+
+# --- TLS to Sentinel and Cluster ---------------------------------------------------------
+
+
+async def round_trip(url: str) -> bytes | None:
+    client = connect_ha(url, client_name="tls-test")
+    try:
+        await client.set("tls-probe", b"through tls")
+        value: bytes | None = await client.get("tls-probe")
+        return value
+    finally:
+        await client.aclose()
+
+
+async def test_rediss_cluster_url_speaks_tls_to_every_node(tmp_path: Path) -> None:
+    """`rediss+cluster://` reaches a TLS-only cluster, verifying its certificate against
+    the CA named in the URL."""
+    files = make_tls_files(tmp_path / "tls")
+    with tls_cluster(tmp_path, files) as port:
+        url = f"rediss+cluster://127.0.0.1:{port}?ssl_ca_certs={files.ca}"
+        assert b"through tls" == await round_trip(url)
+
+
+async def test_rediss_sentinel_url_speaks_tls_to_sentinels_and_master(tmp_path: Path) -> None:
+    """`rediss+sentinel://` asks a TLS-only sentinel for the master and talks TLS to it."""
+    files = make_tls_files(tmp_path / "tls")
+    with tls_sentinel(tmp_path, files, "atlas") as port:
+        url = f"rediss+sentinel://127.0.0.1:{port}/atlas?ssl_ca_certs={files.ca}"
+        assert b"through tls" == await round_trip(url)
+
+
+async def test_rediss_cluster_with_an_unknown_ca_is_refused(tmp_path: Path) -> None:
+    """A cluster whose certificate the named CA did not sign is not talked to."""
+    files = make_tls_files(tmp_path / "tls")
+    stranger = make_tls_files(tmp_path / "stranger")
+    with tls_cluster(tmp_path, files) as port:
+        url = f"rediss+cluster://127.0.0.1:{port}?ssl_ca_certs={stranger.ca}"
+        with pytest.raises(REDIS_FAILURES):
+            await round_trip(url)
