@@ -72,7 +72,8 @@ def check_realm_url(realm: str, url: str, allowed: frozenset[str]) -> str:
     try:
         origin = origin_of(url)
     except ValueError:
-        origin = _head(url)
+        # No origin at all (or user info): refused even if the host part looks allowed.
+        raise IdPOriginNotAllowed.naming(realm, _head(url)) from None
     if origin not in allowed:
         raise IdPOriginNotAllowed.naming(realm, origin)
     return url
