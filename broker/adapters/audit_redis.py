@@ -42,14 +42,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from broker.adapters.audit_losses import AuditLosses
+from broker.adapters.audit_redis_query import read_page
 from broker.adapters.audit_spool import Record, Spool, SpoolFull
 from broker.adapters.redis_connect import REDIS_FAILURES, RedisClient
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditPage, AuditQuery
-from broker.core.errors import AuditUnavailable, StoreUnavailable
+from broker.core.errors import AuditUnavailable
 from broker.core.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -76,9 +76,6 @@ return added
 
 # Events that must be durable before the request goes on, when the trail is required.
 _DURABLE = frozenset({"token.issued"})
-# Stream ids are Redis's clock, event times the broker's: allow this much skew.
-_CLOCK_SLACK_MS = 300_000
-_SCAN_BUDGET = 5_000
 _REPLAY_CHUNKS_PER_ROUND = 20
 
 
@@ -215,35 +212,7 @@ class RedisAuditSink:
             await asyncio.shield(pending.done)
 
     async def query(self, query: AuditQuery) -> AuditPage:
-        if query.cursor is not None and query.cursor.strip("0-") == "":
-            return AuditPage([], None)  # nothing is older than the stream's first id
-        upper = f"({query.cursor}" if query.cursor else "+"
-        lower = "-"
-        if query.since is not None:
-            lower = str(max(0, int(query.since * 1000) - _CLOCK_SLACK_MS))
-        chunk = min(1000, max(100, query.limit * 2))
-        events: list[dict[str, Any]] = []
-        scanned = 0
-        last: str | None = None
-        try:
-            while scanned < _SCAN_BUDGET:
-                entries = await self._redis.xrevrange(
-                    self.stream, max=upper, min=lower, count=chunk
-                )
-                for raw_id, fields in entries or []:
-                    scanned += 1
-                    last = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
-                    record = _decode(fields)
-                    if record is not None and query.matches(record):
-                        events.append(record)
-                        if len(events) == query.limit:
-                            return AuditPage(events, last)
-                if not entries or len(entries) < chunk:
-                    return AuditPage(events, None)
-                upper = f"({last}"
-        except REDIS_FAILURES as exc:
-            raise StoreUnavailable(f"redis: {type(exc).__name__}") from exc
-        return AuditPage(events, last)
+        return await read_page(self._redis, self.stream, query)
 
     # -- the writer -------------------------------------------------------------------
 
@@ -409,14 +378,3 @@ class RedisAuditSink:
             spool.replayed = end
             budget -= 1
         return budget
-
-
-def _decode(fields: Any) -> dict[str, Any] | None:
-    raw = fields.get(b"e") if isinstance(fields, dict) else None
-    if raw is None:
-        return None
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
