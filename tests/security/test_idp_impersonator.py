@@ -8,16 +8,27 @@ trusted, and the realm's client secret never sent to it.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
 import redis
+import uvicorn
 import yaml
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from broker.core.rules import token_key
+from broker.devstack.processes import free_port
 from broker.devstack.servers import DevIdP, start_dev_idp
 from stack import Realm, Stack
+from workload_issuer import SigningKey, WorkloadIssuer
 
 TOKEN_PATH = "/auth/realms/{realm}/protocol/openid-connect/token"
 
@@ -86,3 +97,96 @@ def test_token_not_signed_by_the_realm_key_is_refused_and_not_cached(stack: Stac
 
     assert 502 == refused.status_code
     assert stored(stack, prefix, realm.name) is None
+
+
+class PointingIdP:
+    """The configured IdP's stand-in: its JWKS publishes its own key, but the tokens it
+    hands out are signed with the impersonator's key and name the impersonator's JWKS
+    (`jku`, `x5u`) and issuer."""
+
+    def __init__(self, impersonator: WorkloadIssuer, *, kid: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.own_key = SigningKey.rsa()
+        self.impersonator = impersonator
+        self.kid = kid
+        self.token_requests = 0
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def _token(self, realm: str) -> str:
+        now = int(time.time())
+        claims = {"iss": self.impersonator.issuer, "sub": "atlas", "iat": now, "exp": now + 3600}
+        headers = {
+            "kid": self.kid,
+            "jku": self.impersonator.jwks_url,
+            "x5u": self.impersonator.jwks_url,
+        }
+        signer = self.impersonator.key
+        return jwt.encode(claims, signer.private_key, algorithm=signer.alg, headers=headers)
+
+    def start(self) -> PointingIdP:
+        async def token(request: Request) -> JSONResponse:
+            self.token_requests += 1
+            body: dict[str, Any] = {
+                "access_token": self._token(request.path_params["realm"]),
+                "token_type": "Bearer",
+                "expires_in": 3600,
+            }
+            return JSONResponse(body)
+
+        async def certs(request: Request) -> JSONResponse:
+            return JSONResponse({"keys": [self.own_key.public_jwk()]})
+
+        base = "/auth/realms/{realm}/protocol/openid-connect"
+        app = Starlette(
+            routes=[
+                Route(f"{base}/token", token, methods=["POST"]),
+                Route(f"{base}/certs", certs),
+            ]
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", ws="none"
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("the stand-in IdP did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None and self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+
+
+@pytest.mark.parametrize("kid", ["impersonator", "configured"])
+def test_token_naming_foreign_keys_is_refused_and_not_cached(stack: Stack, kid: str) -> None:
+    """A token from the configured IdP signed with a foreign key, whose header points at
+    the foreign JWKS (`jku`, `x5u`) and whose issuer is foreign, is a 502; the foreign
+    JWKS is never fetched and nothing is cached (the key id being the foreign key's or
+    the configured key's makes no difference)."""
+    impersonator = WorkloadIssuer().start()
+    idp: PointingIdP | None = None
+    try:
+        idp = PointingIdP(impersonator, kid=impersonator.key.kid)
+        if kid == "configured":
+            idp.kid = idp.own_key.kid
+        idp.start()
+        prefix = f"foreign-keys-{kid}"
+        broker = stack.start_broker(BROKER_KEY_PREFIX=prefix, BROKER_IDP_URL=idp.url)
+        realm = stack.new_realm("pointing")
+
+        response = stack.get_token(broker.url, realm.name)
+
+        assert (502, 1) == (response.status_code, idp.token_requests)
+        assert 0 == impersonator.jwks_requests
+        assert stored(stack, prefix, realm.name) is None
+    finally:
+        if idp is not None:
+            idp.stop()
+        impersonator.stop()
