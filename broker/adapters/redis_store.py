@@ -187,7 +187,9 @@ class RedisTokenStore:
         with self._guard():
             raw = await self._redis.get(rules.token_key(self._prefix, realm))
         if raw is None:
-            return Cached(None, 0)
+            # Redis lost the key (a restart without persistence, a deletion): the next
+            # token is stored at the generation seen here, not below it.
+            return Cached(None, self._generations.get(realm, 0))
         try:
             doc: Any = json.loads(raw)
             generation = int(doc.get("g", 0))
