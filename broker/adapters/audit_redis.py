@@ -27,7 +27,8 @@ Bounds. The in-memory queue holds at most `backlog_max` events and the spool at 
 (the request gets 503). The append script reports how many events it added; a live batch
 that Redis took only in part (someone moved the writer's mark ahead) is logged, counted
 and spooled, and the writer continues under a new writer id, so nobody with write access
-to Redis can silence the trail by setting one key.
+to Redis can silence the trail by setting one key (the part Redis did take is then in the
+stream twice: a duplicate rather than a gap).
 """
 
 from __future__ import annotations

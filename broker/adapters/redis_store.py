@@ -37,6 +37,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from broker.adapters import redis_scripts as scripts
 from broker.adapters.redis_connect import REDIS_FAILURES, RedisClient, connect_ha, is_ha_url
 from broker.adapters.token_seal import Keyring, TokenSealer
 from broker.core import rules
@@ -45,62 +46,6 @@ from broker.core.models import AccessToken, Backoff, Cached, Invalidation
 
 log = logging.getLogger(__name__)
 
-# Compare-and-delete / compare-and-extend: only the owner may release or extend its lock.
-_RELEASE = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-)
-_EXTEND = (
-    "if redis.call('get', KEYS[1]) == ARGV[1] then "
-    "return redis.call('pexpire', KEYS[1], ARGV[2]) end return 0"
-)
-
-
-# Store unless the generation moved on (or, with only_if_absent, anything is there).
-_PUT = """
-local current = redis.call('get', KEYS[1])
-if current then
-  if ARGV[4] == '1' then return 0 end
-  local ok, doc = pcall(cjson.decode, current)
-  if ok and type(doc) == 'table' and tonumber(doc.g) and tonumber(ARGV[1]) < tonumber(doc.g) then
-    return 0
-  end
-end
-redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-"""
-# Replace the token by a tombstone one generation up, and tell every replica.
-_EVICT = """
-local current = redis.call('get', KEYS[1])
-local generation = 0
-if current then
-  local ok, doc = pcall(cjson.decode, current)
-  if ok and type(doc) == 'table' and tonumber(doc.g) then generation = tonumber(doc.g) end
-end
-generation = generation + 1
-redis.call('set', KEYS[1], cjson.encode({g = generation}), 'PX', ARGV[1])
-local message = {realm = ARGV[3], generation = generation, reason = ARGV[4]}
-redis.call('publish', ARGV[2], cjson.encode(message))
-return generation
-"""
-# Take the lock; if another owner holds it, make sure it dies within two leases (a lock
-# without a TTL, or with an absurd one, was not written by a broker).
-_ACQUIRE = """
-if redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
-local ttl = redis.call('pttl', KEYS[1])
-if ttl == -1 or ttl > 2 * tonumber(ARGV[2]) then
-  redis.call('pexpire', KEYS[1], 2 * tonumber(ARGV[2]))
-end
-return 0
-"""
-# Whether the lock is held, with the same two-lease limit on its life.
-_HELD = """
-local ttl = redis.call('pttl', KEYS[1])
-if ttl == -2 then return 0 end
-if ttl == -1 or ttl > 2 * tonumber(ARGV[1]) then
-  redis.call('pexpire', KEYS[1], 2 * tonumber(ARGV[1]))
-end
-return 1
-"""
 TOMBSTONE_TTL_MS = 3_600_000
 # The core's lock lease (BrokerTimings.lock_lease): `lock_held` is not told the lease, and
 # gives a lock without a sane TTL two of these to live.
@@ -147,12 +92,12 @@ class RedisTokenStore:
         self._load_keyring = keyring
         self._sealer: TokenSealer | None = None
         self._keyring_retry_at = 0.0
-        self._release = client.register_script(_RELEASE)
-        self._extend = client.register_script(_EXTEND)
-        self._put = client.register_script(_PUT)
-        self._evict = client.register_script(_EVICT)
-        self._acquire = client.register_script(_ACQUIRE)
-        self._held = client.register_script(_HELD)
+        self._release = client.register_script(scripts.RELEASE)
+        self._extend = client.register_script(scripts.EXTEND)
+        self._put = client.register_script(scripts.PUT)
+        self._evict = client.register_script(scripts.EVICT)
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._held = client.register_script(scripts.HELD)
         self._open_until = 0.0
         self._breaker_delay = _BREAKER_MIN
 
