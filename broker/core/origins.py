@@ -51,7 +51,10 @@ def parse_origins(text: str) -> tuple[str, ...]:
             continue
         parts = urlsplit(entry)
         if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ValueError(f"{_head(entry)!r} is not scheme://host[:port]")
+            raise ValueError(
+                f"{_head(entry)!r} followed by a path, query or fragment:"
+                " an origin is scheme://host[:port]"
+            )
         origin = origin_of(entry)
         if origin not in origins:
             origins.append(origin)
