@@ -270,8 +270,9 @@ class RedisTokenStore:
             if await self._redis.set(key, b"1", nx=True, px=window_ms):
                 return 0.0
             left_ms = int(await self._redis.pttl(key))
-            if left_ms == -1:
-                # A window without expiry (not ours: written by hand): bound it again.
+            if left_ms == -1 or left_ms > window_ms:
+                # A window without expiry, or longer than any broker opens (not ours:
+                # written by hand): bound it again.
                 await self._redis.pexpire(key, window_ms)
                 left_ms = window_ms
         # -2: the window closed between the two calls; refuse this once, briefly.

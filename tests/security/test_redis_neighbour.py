@@ -17,8 +17,10 @@ import pytest
 import redis
 
 from broker.adapters.redis_connect import REDIS_FAILURES, connect_ha
+from broker.adapters.redis_store import RedisTokenStore, create_redis
+from broker.adapters.token_seal import Keyring
 from broker.core.models import token_fingerprint
-from broker.core.rules import backoff_key, lock_key, token_key
+from broker.core.rules import backoff_key, forced_fetch_key, lock_key, token_key
 from redis_tls import make_tls_files, tls_cluster, tls_sentinel
 from stack import Stack, bearer, wait_for
 
@@ -213,3 +215,23 @@ async def test_rediss_cluster_with_an_unknown_ca_is_refused(tmp_path: Path) -> N
         url = f"rediss+cluster://127.0.0.1:{port}?ssl_ca_certs={stranger.ca}"
         with pytest.raises(REDIS_FAILURES):
             await round_trip(url)
+
+
+async def test_forced_fetch_window_written_for_years_is_bounded(stack: Stack) -> None:
+    """A realm's forced-fetch window written with a TTL of years is cut back to the
+    interval the broker asks for, so it cannot bar `min_ttl` fetches for long."""
+    prefix = f"window-{uuid.uuid4().hex[:6]}"
+    key = forced_fetch_key(prefix, "acme")
+    raw(stack).set(key, b"1", px=10 * 365 * 86400 * 1000)
+
+    async def keyring() -> Keyring:
+        return Keyring.generate()
+
+    store = RedisTokenStore(create_redis(stack.redis.url), prefix=prefix, keyring=keyring)
+    try:
+        wait = await store.claim_forced_fetch("acme", 10.0)
+    finally:
+        await store.aclose()
+
+    assert 0 < wait <= 10.0
+    assert 0 < raw(stack).pttl(key) <= 10_000
