@@ -44,8 +44,12 @@ class PolicyWriter:
         self.callers.append(entry)
         return key
 
-    def subject_caller(self, name: str, subject: str, *, realms: tuple[str, ...]) -> None:
-        self.callers.append({"name": name, "jwt_subject": subject, "realms": list(realms)})
+    def subject_caller(
+        self, name: str, subject: str, *, realms: tuple[str, ...], issuer: str | None = None
+    ) -> None:
+        entry: dict[str, Any] = {"name": name, "jwt_subject": subject, "realms": list(realms)}
+        entry.update({"jwt_issuer": issuer} if issuer else {})
+        self.callers.append(entry)
 
     def document(self) -> dict[str, Any]:
         document: dict[str, Any] = {"callers": self.callers}

@@ -29,7 +29,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.core.errors import JwksUnavailable, Unauthenticated
-from broker.core.policy import JwtIssuerSpec
+from broker.core.policy import JwtIssuerSpec, WorkloadIdentity
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,11 @@ class JwksWorkloadVerifier:
         self._sets: dict[str, _KeySet] = {}
 
     async def subject(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> str:
+        return (await self.identify(token, issuers)).subject
+
+    async def identify(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> WorkloadIdentity:
+        """The verified issuer and subject of `token` (the issuer is the `iss` the token
+        was verified against, so a caller bound to it cannot be spoken for by another)."""
         try:
             header = jwt.get_unverified_header(token)
             # Read unverified only to pick the issuer; everything is verified below.
@@ -134,7 +139,7 @@ class JwksWorkloadVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("the workload token has no subject")
-        return subject
+        return WorkloadIdentity(spec.issuer, subject)
 
     async def aclose(self) -> None:
         await self._client.aclose()

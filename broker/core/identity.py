@@ -4,7 +4,7 @@ A caller presents one credential, `Authorization: Bearer <api key or workload JW
 told apart by shape: three dot-separated base64url segments are a JWT (RFC 7515 compact
 serialization), anything else is an API key. A key is looked up by its SHA-256
 (`Policy.caller_for_key`), a JWT is verified against the policy's `jwt_issuers` and its
-subject looked up (`Policy.caller_for_subject`). The rate limit is taken right after, so
+(issuer, subject) looked up (`Policy.caller_for_workload`). The rate limit is taken right after, so
 a runaway caller is stopped before anything touches a realm.
 
 Every refusal is audited: `token.denied` when the request named a realm's token,
@@ -135,10 +135,10 @@ class Gatekeeper:
         if looks_like_jwt(credential):
             if not policy.spec.jwt_issuers:
                 raise Unauthenticated("workload JWTs are not accepted: no jwt_issuers configured")
-            subject = await self._verifier.subject(credential, policy.spec.jwt_issuers)
-            caller = policy.caller_for_subject(subject)
+            identity = await self._verifier.identify(credential, policy.spec.jwt_issuers)
+            caller = policy.caller_for_workload(identity)
             if caller is None:
-                raise Unauthenticated("the workload's subject is not a known caller")
+                raise Unauthenticated("the workload's subject is not a caller of its issuer")
             return caller
         caller = policy.caller_for_key(credential)
         if caller is None:

@@ -8,7 +8,7 @@ from typing import Protocol
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditPage, AuditQuery
 from broker.core.models import AccessToken, Backoff, Cached, Invalidation, RealmCredentials
-from broker.core.policy import JwtIssuerSpec, RateLimit
+from broker.core.policy import JwtIssuerSpec, RateLimit, WorkloadIdentity
 
 
 class Clock(Protocol):
@@ -135,9 +135,10 @@ class AuditTrail(Protocol):
 
 
 class WorkloadVerifier(Protocol):
-    async def subject(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> str:
-        """The `sub` of a workload JWT signed by one of `issuers`, for their audience.
-        Raises Unauthenticated, or JwksUnavailable when the issuer's keys cannot be had."""
+    async def identify(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> WorkloadIdentity:
+        """The issuer and `sub` of a workload JWT signed by one of `issuers`, for their
+        audience. Raises Unauthenticated, or JwksUnavailable when the issuer's keys cannot
+        be had."""
         ...
 
 

@@ -10,7 +10,7 @@ import pytest
 from broker.core.context import RequestContext
 from broker.core.errors import Forbidden, RateLimited, Unauthenticated
 from broker.core.identity import Gatekeeper, looks_like_jwt
-from broker.core.policy import JwtIssuerSpec, Policy, RateLimit, hash_key
+from broker.core.policy import JwtIssuerSpec, Policy, RateLimit, WorkloadIdentity, hash_key
 from fakes import FakeClock, RecordingAuditSink
 
 KEY = "atb_billing-key-0123456789abcdef0123456789"
@@ -26,9 +26,9 @@ class FakeVerifier:
         self.subject_of = subject
         self.asked: list[str] = []
 
-    async def subject(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> str:
+    async def identify(self, token: str, issuers: Sequence[JwtIssuerSpec]) -> WorkloadIdentity:
         self.asked.append(token)
-        return self.subject_of
+        return WorkloadIdentity(issuers[0].issuer, self.subject_of)
 
 
 class FakeLimiter:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from broker.adapters.policy_file import PolicyFile
-from broker.core.policy import Caller, Policy, PolicyError, hash_key
+from broker.core.policy import Caller, Policy, PolicyError, WorkloadIdentity, hash_key
 
 BILLING_KEY = "billing-key-0123456789abcdef"
 AUDIT_KEY = "audit-key-0123456789abcdef"
@@ -118,16 +118,79 @@ def test_upper_case_hash_in_the_file_still_matches() -> None:
     assert "billing-api" == (found.name if found else None)
 
 
-def test_subject_finds_its_workload_caller() -> None:
-    """A workload JWT subject finds the caller declared with that jwt_subject."""
-    subject = "system:serviceaccount:payments:ledger"
+def issuer_spec(issuer: str) -> dict[str, str]:
+    return {"issuer": issuer, "jwks_url": f"{issuer}/jwks", "audience": "atlas-broker"}
+
+
+LEDGER = "system:serviceaccount:payments:ledger"
+CLUSTER_A, CLUSTER_B = "https://a.cluster.test", "https://b.cluster.test"
+
+
+def test_subject_of_the_only_issuer_finds_its_workload_caller() -> None:
+    """With one issuer configured, an entry without jwt_issuer is bound to that issuer."""
     policy = Policy.from_mapping(
-        {"callers": [{"name": "ledger", "jwt_subject": subject, "realms": ["acme"]}]}
+        {
+            "callers": [{"name": "ledger", "jwt_subject": LEDGER, "realms": ["acme"]}],
+            "jwt_issuers": [issuer_spec(CLUSTER_A)],
+        }
     )
 
-    found = policy.caller_for_subject(subject)
+    found = policy.caller_for_workload(WorkloadIdentity(CLUSTER_A, LEDGER))
 
     assert "ledger" == (found.name if found else None)
+
+
+def test_same_subject_of_another_issuer_is_nobody() -> None:
+    """A caller bound to one issuer is not found by another issuer's identical subject."""
+    policy = Policy.from_mapping(
+        {
+            "callers": [{"name": "ledger", "jwt_subject": LEDGER, "jwt_issuer": CLUSTER_A}],
+            "jwt_issuers": [issuer_spec(CLUSTER_A), issuer_spec(CLUSTER_B)],
+        }
+    )
+
+    assert policy.caller_for_workload(WorkloadIdentity(CLUSTER_B, LEDGER)) is None
+
+
+def test_subjects_are_unique_per_issuer() -> None:
+    """The same subject under two issuers names two different callers."""
+    policy = Policy.from_mapping(
+        {
+            "callers": [
+                {"name": "ledger-a", "jwt_subject": LEDGER, "jwt_issuer": CLUSTER_A},
+                {"name": "ledger-b", "jwt_subject": LEDGER, "jwt_issuer": CLUSTER_B},
+            ],
+            "jwt_issuers": [issuer_spec(CLUSTER_A), issuer_spec(CLUSTER_B)],
+        }
+    )
+
+    names = [
+        found.name if (found := policy.caller_for_workload(WorkloadIdentity(i, LEDGER))) else None
+        for i in (CLUSTER_A, CLUSTER_B)
+    ]
+    assert ["ledger-a", "ledger-b"] == names
+
+
+def test_unbound_workload_entry_beside_two_issuers_is_refused() -> None:
+    """With two or more issuers, a jwt_subject entry must name its jwt_issuer."""
+    with pytest.raises(PolicyError, match=r"callers\.0 \(ledger\): jwt_issuer is required"):
+        Policy.from_mapping(
+            {
+                "callers": [{"name": "ledger", "jwt_subject": LEDGER}],
+                "jwt_issuers": [issuer_spec(CLUSTER_A), issuer_spec(CLUSTER_B)],
+            }
+        )
+
+
+def test_jwt_issuer_not_listed_is_refused() -> None:
+    """An entry bound to an issuer the policy does not trust is a policy error."""
+    with pytest.raises(PolicyError, match="not listed in jwt_issuers"):
+        Policy.from_mapping(
+            {
+                "callers": [{"name": "ledger", "jwt_subject": LEDGER, "jwt_issuer": CLUSTER_B}],
+                "jwt_issuers": [issuer_spec(CLUSTER_A)],
+            }
+        )
 
 
 def test_empty_document_is_an_empty_policy() -> None:
