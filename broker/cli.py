@@ -24,26 +24,13 @@ def serve() -> int:
         return 2
     configure_logging(settings.log_level)
     with shared_metrics_dir(settings.workers):
-        _run(settings)
-    return 0
+        return _run(settings)
 
 
-def _run(settings: Settings) -> None:
-    import uvicorn
+def _run(settings: Settings) -> int:
+    from broker.http.server import serve as run_listener
 
-    uvicorn.run(
-        "broker.http.app:app_from_environment",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_config=None,  # keep our JSON logging
-        proxy_headers=False,
-        server_header=False,
-        timeout_graceful_shutdown=20,
-        # Let oversized headers reach the app, which answers them with problem+json.
-        h11_max_incomplete_event_size=settings.max_header_bytes * 8,
-    )
+    return run_listener(settings)
 
 
 def write_openapi(output: Path | None) -> int:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tempfile
 from pathlib import Path
@@ -81,6 +82,18 @@ class Settings(BaseSettings):
     # newest token's remaining life (shared by the replicas through the store).
     forced_fetch_interval: float = Field(default=10.0, gt=0, le=3600)
     max_header_bytes: int = Field(default=16384, ge=1024, le=1048576)
+    # The listener's limits (broker/http/server.py): a request head must arrive whole
+    # within `header_timeout` seconds; bodies past `max_body_bytes` are 413.
+    header_timeout: float = Field(default=10.0, gt=0, le=300)
+    max_body_bytes: int = Field(default=1048576, ge=1024, le=1 << 30)
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    # Peers (CIDRs, comma-separated) whose X-Forwarded-For is believed for the source address.
+    trusted_proxies: str = ""
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    docs: bool = False
+    jwks_stale_grace: float = Field(default=3600.0, ge=0, le=7 * 86400)
 
     @field_validator(
         "vault_token", "vault_role_id", "vault_secret_id", "vault_k8s_role", mode="before"
@@ -119,6 +132,32 @@ class Settings(BaseSettings):
             parse_redis_url(value)  # a bad host list or service name stops start-up
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or CIDR: {part!r}") from None
+        return value
+
+    @field_validator("tls_cert_file", "tls_key_file", "tls_client_ca_file", mode="before")
+    @classmethod
+    def _empty_path_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("BROKER_TLS_CERT_FILE and BROKER_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("BROKER_TLS_CLIENT_CA_FILE needs BROKER_TLS_CERT_FILE")
+        for path in (self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"no such file: {path}")
+        return self
+
     @model_validator(mode="after")
     def _durable_audit_needs_redis(self) -> Settings:
         if self.audit_required and self.uses_memory_store:
@@ -153,6 +192,11 @@ class Settings(BaseSettings):
     def allowed_idp_origins(self) -> frozenset[str]:
         """Every origin a realm URL may use: BROKER_IDP_URL's and the listed ones."""
         return allowed_origins(self.idp_url, filter(None, self.idp_allowed_origins.split(",")))
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        parts = (p.strip() for p in self.trusted_proxies.split(","))
+        return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
 
     @property
     def uses_memory_store(self) -> bool:

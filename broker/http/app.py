@@ -235,7 +235,12 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     app.include_router(realms.router)
     app.include_router(audit.router)
     app.include_router(health.router)
-    app.add_middleware(RequestContextMiddleware, max_header_bytes=settings.max_header_bytes)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_header_bytes=settings.max_header_bytes,
+        max_body_bytes=settings.max_body_bytes,
+        trusted_proxies=settings.trusted_proxy_networks,
+    )
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # around the rest: times it all
     if tracing is not None:
         app.add_middleware(TracingMiddleware, tracing=tracing)

@@ -69,9 +69,12 @@ def requires(role: Role) -> Callable[..., Awaitable[Caller]]:
 
 
 def request_context(request: Request) -> RequestContext:
+    # The source address the middleware worked out (trusted proxies' X-Forwarded-For).
+    client_ip = getattr(request.state, "client_ip", None)
+    if client_ip is None and request.client:
+        client_ip = request.client.host
     return RequestContext(
-        request_id=getattr(request.state, "request_id", None),
-        client_ip=request.client.host if request.client else None,
+        request_id=getattr(request.state, "request_id", None), client_ip=client_ip
     )
 
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -54,11 +53,3 @@ def _serve_until_exit(stack: Stack, env: dict[str, str]) -> subprocess.Completed
         timeout=60,
         check=False,
     )
-
-
-def rss_bytes(pid: int) -> int:
-    """The resident set size of process `pid` (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for process {pid}")

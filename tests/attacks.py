@@ -1,0 +1,91 @@
+"""Attacker's tools for the security tests: raw sockets to a broker, its memory, and a
+caller kept asking while an attack runs."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+from broker.devstack.servers import BrokerServer
+
+
+def connect(broker: BrokerServer, *, send_buffer: int | None = None) -> socket.socket:
+    host, port = broker.url.removeprefix("http://").split(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if send_buffer is not None:
+        # A small send buffer, so what the socket accepts is close to what the broker read.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.connect((host, int(port)))
+    return sock
+
+
+def closed_by_peer(sock: socket.socket, *, wait: float) -> bool:
+    """Whether the broker closed the connection (after any answer) within `wait` seconds."""
+    sock.settimeout(wait)
+    try:
+        while chunk := sock.recv(65536):
+            del chunk
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionError:
+        return True
+
+
+@contextlib.contextmanager
+def serving_throughout(broker: BrokerServer) -> Iterator[list[int]]:
+    """Asks the broker for `/healthz` over and over while the block runs; the statuses.
+
+    The block starts once one answer came back and ends once one more did after it."""
+    statuses: list[int] = []
+    answered = threading.Condition()
+    done = threading.Event()
+
+    def ask() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not done.is_set():
+                try:
+                    status = client.get(f"{broker.url}/healthz").status_code
+                except httpx.HTTPError:
+                    status = 0
+                with answered:
+                    statuses.append(status)
+                    answered.notify_all()
+
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    with answered:
+        answered.wait_for(lambda: len(statuses) > 0, timeout=60)
+    try:
+        yield statuses
+    finally:
+        with answered:
+            seen = len(statuses)
+            answered.wait_for(lambda: len(statuses) > seen, timeout=60)
+        done.set()
+        worker.join(timeout=60)
+
+
+def eventually_status(call: Callable[[], httpx.Response], *, attempts: int = 100) -> int:
+    """The first status other than 503 `call` gets (the closed connections take a moment
+    to be noticed by the broker)."""
+    status = 0
+    for _ in range(attempts):
+        status = call().status_code
+        if status != 503:
+            return status
+        threading.Event().wait(0.05)
+    return status
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process `pid` (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for process {pid}")

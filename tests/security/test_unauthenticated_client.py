@@ -1,0 +1,103 @@
+"""Attacker position: anyone who can open a TCP connection to the broker's port, with no
+credential at all. They must not exhaust its memory, its connections or its audit trail,
+and the broker keeps serving its real callers while they try."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import pytest
+
+from attacks import closed_by_peer, connect, eventually_status, rss_bytes, serving_throughout
+from broker.devstack.servers import BrokerServer
+from stack import Stack
+
+MiB = 1 << 20
+
+
+@pytest.fixture(scope="module")
+def broker(module_stack: Stack) -> BrokerServer:
+    return module_stack.start_broker(BROKER_HEADER_TIMEOUT="3", BROKER_MAX_CONNECTIONS="40")
+
+
+def test_an_endless_header_is_cut_off_before_one_mib(broker: BrokerServer) -> None:
+    """A header that never ends (32 MiB streamed) is cut off before 1 MiB is read, the
+    broker's memory grows less than 16 MiB, and other callers are served throughout."""
+    assert broker.process.proc is not None
+    before = rss_bytes(broker.process.proc.pid)
+    sent = 0
+    with serving_throughout(broker) as statuses, connect(broker, send_buffer=64 * 1024) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: broker\r\nX-Endless: ")
+        chunk = b"a" * 65536
+        with contextlib.suppress(ConnectionError):
+            while sent < 32 * MiB:
+                sock.sendall(chunk)
+                sent += len(chunk)
+        grown = rss_bytes(broker.process.proc.pid) - before
+    assert sent < MiB, f"{sent} bytes of one header accepted"
+    assert grown < 16 * MiB, f"the broker grew by {grown} bytes"
+    assert statuses
+    assert {200} == set(statuses)
+
+
+def test_an_unfinished_oversized_header_is_answered_431_at_once(broker: BrokerServer) -> None:
+    """Headers past 16 KiB that are still coming get 431 and a closed connection, without
+    waiting for their end."""
+    with connect(broker) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: broker\r\nX-Big: " + b"a" * (20 * 1024))
+        sock.settimeout(30)
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+    assert b"application/problem+json" in answer
+
+
+def test_a_client_sending_one_byte_a_second_is_dropped(broker: BrokerServer) -> None:
+    """A slow-loris client trickling its headers is disconnected once the header read time
+    (3 s here) is up, while others are served."""
+    with serving_throughout(broker) as statuses, connect(broker) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: broker\r\n")
+        dropped = False
+        for _ in range(30):  # at one byte a second, 30 s: ten times the limit
+            try:
+                sock.sendall(b"X")
+            except ConnectionError:
+                dropped = True
+                break
+            if closed_by_peer(sock, wait=1.0):
+                dropped = True
+                break
+    assert dropped
+    assert statuses
+    assert {200} == set(statuses)
+
+
+def test_connections_past_the_limit_are_refused_at_once(broker: BrokerServer) -> None:
+    """Past BROKER_MAX_CONNECTIONS open connections, a new one is answered 503 and closed
+    at once; once they go, callers are served again."""
+    idle = [connect(broker) for _ in range(40)]
+    try:
+        with connect(broker) as extra:
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: broker\r\n\r\n")
+            extra.settimeout(30)
+            answer = extra.recv(65536)
+    finally:
+        for sock in idle:
+            sock.close()
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:80]
+    assert 200 == eventually_status(lambda: httpx.get(f"{broker.url}/healthz", timeout=30))
+
+
+def test_a_declared_oversized_body_is_413_before_anything_else(broker: BrokerServer) -> None:
+    """A body declared larger than BROKER_MAX_BODY_BYTES is refused with 413 problem+json
+    before authentication, on any route."""
+    response = httpx.post(
+        f"{broker.url}/v1/realms/acme/rotate",
+        content=b"x" * (2 * MiB),
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
+    assert (413, "application/problem+json") == (
+        response.status_code,
+        response.headers["content-type"],
+    )
