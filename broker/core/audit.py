@@ -46,6 +46,11 @@ class AuditEvent:
     credential_version: int | None = None
     request_id: str | None = None
     client_ip: str | None = None
+    # An aggregate (`auth.failed`): how many, over which span, for which reasons.
+    count: int | None = None
+    first_time: float | None = None
+    last_time: float | None = None
+    reasons: dict[str, int] | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def as_json(self) -> dict[str, Any]:
@@ -56,6 +61,10 @@ class AuditEvent:
         record["time"] = iso_time(self.time, millis=True)
         if self.token_expires_at is not None:
             record["token_expires_at"] = iso_time(self.token_expires_at)
+        if self.first_time is not None:
+            record["first_time"] = iso_time(self.first_time, millis=True)
+        if self.last_time is not None:
+            record["last_time"] = iso_time(self.last_time, millis=True)
         return record
 
 

@@ -7,9 +7,13 @@ serialization), anything else is an API key. A key is looked up by its SHA-256
 (issuer, subject) looked up (`Policy.caller_for_workload`). The rate limit is taken right after, so
 a runaway caller is stopped before anything touches a realm.
 
-Every refusal is audited: `token.denied` when the request named a realm's token,
-`access.denied` for the other endpoints (the audit trail, the realm list). The record
-holds the reason and, once known, the caller's name; never the credential.
+Every refusal is audited. A credential that proves nobody (401, or 503 when a workload
+issuer's keys cannot be had) is counted in `AuthFailureTally`, which writes one
+`auth.failed` event per source address per minute: unauthenticated clients cannot fill
+the trail. Refusals of a known caller are one event each: `token.denied` when the request
+named a realm's token, `access.denied` for the other endpoints (the audit trail, the realm
+list, admin operations). A record holds the reason and, once known, the caller's name;
+never the credential.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import re
 from collections.abc import Callable
 
 from broker.core.audit import AuditEvent
+from broker.core.auth_failures import AuthFailureTally
 from broker.core.context import RequestContext
 from broker.core.errors import (
     BrokerError,
@@ -53,6 +58,7 @@ class Gatekeeper:
         self._limiter = limiter
         self._audit = audit
         self._clock = clock
+        self.failures = AuthFailureTally(audit=audit, clock=clock)
 
     async def admit(
         self,
@@ -69,7 +75,9 @@ class Gatekeeper:
         try:
             caller = await self._identify(credential)
         except (Unauthenticated, JwksUnavailable) as exc:
-            await self.refused(exc, ctx=ctx, realm=realm, token_request=token_request)
+            kind = "workload-jwt" if looks_like_jwt(credential) else "api-key"
+            reason = exc.slug if isinstance(exc, JwksUnavailable) else f"{kind}-refused"
+            await self.refused(exc, ctx=ctx, realm=realm, reason=reason)
             raise
         await self.throttle(caller, ctx=ctx, realm=realm, token_request=token_request)
         return caller
@@ -116,7 +124,11 @@ class Gatekeeper:
         caller: str | None = None,
         reason: str | None = None,
     ) -> None:
-        """Audit a refusal: the reason is the error's slug unless given."""
+        """Audit a refusal: the reason is the error's slug unless given. A failed
+        authentication is counted towards its source's `auth.failed` event instead."""
+        if isinstance(error, Unauthenticated | JwksUnavailable):
+            self.failures.record(ctx.client_ip, reason or error.slug)
+            return
         await self._audit.emit(
             AuditEvent(
                 event="token.denied" if token_request else "access.denied",

@@ -47,7 +47,7 @@ async def authenticate(request: Request, state: Annotated[AppState, Depends(app_
     try:
         credential = bearer_credential(request)
     except Unauthenticated as exc:
-        await state.gate.refused(exc, ctx=ctx, realm=realm, token_request=token_request)
+        await state.gate.refused(exc, ctx=ctx, realm=realm, reason="no-bearer-credential")
         raise
     caller = await state.gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
     bind_log_context(caller=caller.name, **({"realm": realm} if realm else {}))

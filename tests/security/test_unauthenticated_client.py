@@ -5,9 +5,13 @@ and the broker keeps serving its real callers while they try."""
 from __future__ import annotations
 
 import contextlib
+import json
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
+import redis
 
 from attacks import closed_by_peer, connect, eventually_status, rss_bytes, serving_throughout
 from broker.devstack.servers import BrokerServer
@@ -101,3 +105,29 @@ def test_a_declared_oversized_body_is_413_before_anything_else(broker: BrokerSer
         response.status_code,
         response.headers["content-type"],
     )
+
+
+def test_3000_wrong_keys_leave_a_handful_of_audit_entries(stack: Stack) -> None:
+    """3,000 requests with a wrong key are audited as one `auth.failed` event per source
+    address and minute (counted, with first and last time and reasons), not 3,000."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    broker = stack.start_broker(BROKER_KEY_PREFIX=prefix)
+    wrong = {"Authorization": "Bearer atb_" + "x" * 43}
+
+    def refuse(count: int) -> list[int]:
+        with httpx.Client(base_url=broker.url, headers=wrong, timeout=30) as client:
+            return [client.get("/v1/realms/acme/token").status_code for _ in range(count)]
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = [s for batch in pool.map(refuse, [750] * 4) for s in batch]
+    broker.process.stop()  # the last minute's counts are written at shutdown
+    entries = redis.Redis.from_url(stack.redis.url).xrange(f"{prefix}:audit")
+    records = [json.loads(next(iter(fields.values()))) for _, fields in entries]
+    failed = [r for r in records if r["event"] == "auth.failed"]
+    print(f"audit entries for 3,000 refusals: {len(records)}")
+    assert {401} == set(statuses)
+    assert len(records) <= 3, [r["event"] for r in records[:10]]
+    assert 3000 == sum(r["count"] for r in failed)
+    assert {"127.0.0.1"} == {r["client_ip"] for r in failed}
+    assert all(r["first_time"] <= r["last_time"] for r in failed)
+    assert {"api-key-refused"} == {reason for r in failed for reason in r["reasons"]}

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from broker.core.auth_failures import AuthFailureTally
 from broker.core.context import RequestContext
 from broker.core.errors import Forbidden, RateLimited, Unauthenticated
 from broker.core.identity import Gatekeeper, looks_like_jwt
@@ -67,13 +68,14 @@ def gatekeeper(
     verifier: FakeVerifier | None = None,
     limiter: FakeLimiter | None = None,
     audit: RecordingAuditSink | None = None,
+    clock: FakeClock | None = None,
 ) -> Gatekeeper:
     return Gatekeeper(
         policy=lambda: policy,
         verifier=verifier or FakeVerifier(),
         limiter=limiter or FakeLimiter(),
         audit=audit or RecordingAuditSink(),
-        clock=FakeClock(),
+        clock=clock or FakeClock(),
     )
 
 
@@ -119,37 +121,66 @@ async def test_verified_subject_unknown_to_the_policy_is_refused() -> None:
         await gatekeeper(verifier=FakeVerifier("sa:stranger")).admit(JWT, ctx=CTX)
 
 
-async def test_unknown_key_is_audited_as_a_denied_token_request() -> None:
-    """A refused credential on a token request is recorded: token.denied, unauthenticated,
-    the realm and request id, no caller."""
+async def test_unknown_key_is_not_audited_on_its_own() -> None:
+    """A refused credential writes nothing at once: it is counted for its source."""
     audit = RecordingAuditSink()
     with pytest.raises(Unauthenticated):
         await gatekeeper(audit=audit).admit(KEY + "x", ctx=CTX, realm="acme", token_request=True)
+    assert [] == audit.events
+
+
+async def test_failed_authentications_become_one_counted_event_per_source() -> None:
+    """Refusals from one address in one minute are flushed as one auth.failed event with
+    their count, first and last time and reasons."""
+    audit, clock = RecordingAuditSink(), FakeClock(1_800_000_000.0)
+    gate = gatekeeper(audit=audit, clock=clock, verifier=FakeVerifier("sa:stranger"))
+    for credential in (KEY + "x", KEY + "y", JWT):
+        with pytest.raises(Unauthenticated):
+            await gate.admit(credential, ctx=CTX)
+        clock.advance(1.5)
+    await gate.failures.flush_all()
     [event] = audit.events
-    assert ("token.denied", "denied", "unauthenticated", None, "acme", "req-1") == (
+    assert ("auth.failed", "10.0.0.7", 3, {"api-key-refused": 2, "workload-jwt-refused": 1}) == (
         event.event,
-        event.outcome,
-        event.reason,
-        event.caller,
-        event.realm,
-        event.request_id,
+        event.client_ip,
+        event.count,
+        event.reasons,
     )
+    assert (1_800_000_000.0, 1_800_000_003.0) == (event.first_time, event.last_time)
+
+
+async def test_a_new_minute_flushes_the_last_one() -> None:
+    """Once a minute has ended its counts are written; the new minute counts afresh."""
+    audit, clock = RecordingAuditSink(), FakeClock(1_800_000_000.0)
+    gate = gatekeeper(audit=audit, clock=clock)
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            await gate.admit(KEY + "x", ctx=CTX)
+        clock.advance(60)
+    await gate.failures.flush_due()
+    assert [1, 1] == [event.count for event in audit.events]
 
 
 async def test_refusal_record_never_holds_the_credential() -> None:
     """Nothing of the presented key appears in the audit record."""
     audit = RecordingAuditSink()
+    gate = gatekeeper(audit=audit)
     with pytest.raises(Unauthenticated):
-        await gatekeeper(audit=audit).admit(KEY + "x", ctx=CTX, token_request=True)
+        await gate.admit(KEY + "x", ctx=CTX, token_request=True)
+    await gate.failures.flush_all()
     assert KEY not in str(audit.events[0].as_json())
 
 
-async def test_refusal_outside_token_requests_is_access_denied() -> None:
-    """A refusal on another endpoint (the audit trail, say) is recorded as access.denied."""
-    audit = RecordingAuditSink()
-    with pytest.raises(Unauthenticated):
-        await gatekeeper(audit=audit).admit(KEY + "x", ctx=CTX)
-    assert ["access.denied"] == [event.event for event in audit.events]
+async def test_sources_past_the_bound_are_counted_together() -> None:
+    """Beyond `max_sources` addresses in a minute, failures count under `_other`."""
+    audit, clock = RecordingAuditSink(), FakeClock(1_800_000_000.0)
+    tally = AuthFailureTally(audit=audit, clock=clock, max_sources=2)
+    for octet in range(5):
+        tally.record(f"10.0.0.{octet}", "api-key-refused")
+    await tally.flush_all()
+    assert {"10.0.0.0": 1, "10.0.0.1": 1, "_other": 3} == {
+        str(event.client_ip): event.count for event in audit.events
+    }
 
 
 async def test_rate_limit_is_taken_for_a_limited_caller() -> None:

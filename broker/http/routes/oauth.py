@@ -219,7 +219,7 @@ async def token(
                     Unauthenticated(exc.description),
                     ctx=ctx,
                     realm=audited_realm,
-                    token_request=True,
+                    reason="invalid-client",
                 )
             raise
         await state.gate.throttle(caller, ctx=ctx, realm=audited_realm, token_request=True)
