@@ -37,10 +37,15 @@ class AuditQuery:
     until: float | None = None
     limit: int = 100
     cursor: str | None = None
+    # The reader's scope: only events of these realms (None: every event). Events that
+    # name no realm (a failed authentication) are outside every scope but the whole one.
+    visible_realms: frozenset[str] | None = None
 
     def matches(self, record: dict[str, Any]) -> bool:
         """Whether one stored event (its JSON shape) passes every filter."""
         if self.realm is not None and record.get("realm") != self.realm:
+            return False
+        if self.visible_realms is not None and record.get("realm") not in self.visible_realms:
             return False
         if self.caller is not None and record.get("caller") != self.caller:
             return False

@@ -153,8 +153,19 @@ class Caller:
         return "*" in self.realms or realm in self.realms
 
     def has_role(self, role: Role) -> bool:
-        # admin implies auditor (DESIGN.md, "Caller policy").
+        # admin implies auditor.
         return role in self.roles or "admin" in self.roles
+
+    def visible_realms(self) -> frozenset[str] | None:
+        """The realms whose audit events and status this auditor or admin may see; None
+        for all (`*`, or an entry that lists no realms: the role alone)."""
+        if "*" in self.realms or not self.realms:
+            return None
+        return self.realms
+
+    def may_see(self, realm: str | None) -> bool:
+        visible = self.visible_realms()
+        return visible is None or realm in visible
 
 
 @dataclass(frozen=True, slots=True)

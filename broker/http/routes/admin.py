@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
+from broker.core.context import RequestContext
 from broker.core.errors import Forbidden
 from broker.core.models import RealmStatus
 from broker.core.policy import Caller
-from broker.http.deps import BrokerDep, CallerDep, ContextDep
+from broker.http.deps import BrokerDep, CallerDep, ContextDep, StateDep
 from broker.http.problems import problem_responses
 from broker.http.routes.tokens import RealmPath
+from broker.http.state import AppState
 
 router = APIRouter(tags=["admin"])
 
@@ -40,10 +42,17 @@ class RealmStatusBody(BaseModel):
         )
 
 
-def require_admin(caller: Caller, realm: str) -> None:
-    """Admins act on the realms their policy entry lists ("*" for all)."""
-    if not caller.has_role("admin") or not caller.may_use(realm):
-        raise Forbidden(f"caller {caller.name!r} may not administer realm {realm!r}")
+async def require_admin(
+    caller: Caller, realm: str, *, state: AppState, ctx: RequestContext
+) -> None:
+    """Admins act on the realms their policy entry lists ("*" for all); a refusal is
+    audited like every other."""
+    if caller.has_role("admin") and caller.may_use(realm):
+        return
+    refusal = Forbidden(f"caller {caller.name!r} may not administer realm {realm!r}")
+    reason = "realm-not-allowed" if caller.has_role("admin") else "role-required"
+    await state.gate.refused(refusal, ctx=ctx, caller=caller.name, realm=realm, reason=reason)
+    raise refusal
 
 
 @router.post(
@@ -53,9 +62,9 @@ def require_admin(caller: Caller, realm: str) -> None:
     responses=problem_responses(401, 403, 404, 422, 502, 503),
 )
 async def rotate(
-    realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep
+    realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep, state: StateDep
 ) -> RealmStatusBody:
-    require_admin(caller, realm)
+    await require_admin(caller, realm, state=state, ctx=ctx)
     return RealmStatusBody.of(await broker.rotate(realm, actor=caller.name, ctx=ctx))
 
 
@@ -66,8 +75,8 @@ async def rotate(
     responses=problem_responses(401, 403, 422, 503),
 )
 async def evict(
-    realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep
+    realm: RealmPath, caller: CallerDep, broker: BrokerDep, ctx: ContextDep, state: StateDep
 ) -> Response:
-    require_admin(caller, realm)
+    await require_admin(caller, realm, state=state, ctx=ctx)
     await broker.evict(realm, actor=caller.name, ctx=ctx)
     return Response(status_code=204)

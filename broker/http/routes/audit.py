@@ -1,17 +1,20 @@
-"""`GET /v1/audit`: the audit trail, newest first, for auditors and admins."""
+"""`GET /v1/audit`: the audit trail, newest first, for auditors and admins.
+
+An auditor or admin whose policy entry lists realms reads the events of those realms
+only (`*` or no list: every event); asking for another realm is a 403, audited."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from broker.core import rules
 from broker.core.audit_query import CURSOR_PATTERN, AuditQuery
-from broker.core.errors import InvalidRequest
-from broker.http.deps import AuditorDep, StateDep
+from broker.core.errors import Forbidden, InvalidRequest
+from broker.http.deps import AuditorDep, StateDep, request_context
 from broker.http.problems import problem_responses
 
 router = APIRouter(tags=["audit"])
@@ -72,6 +75,7 @@ def parse_instant(name: str, value: str | None) -> float | None:
 async def read_audit(
     caller: AuditorDep,
     state: StateDep,
+    request: Request,
     response: Response,
     realm: Annotated[str | None, Query(pattern=rules.REALM_PATTERN)] = None,
     caller_name: Annotated[
@@ -102,6 +106,12 @@ async def read_audit(
         str | None, Query(pattern=CURSOR_PATTERN, description="`next_cursor` of the last page.")
     ] = None,
 ) -> AuditEventsPage:
+    if realm is not None and not caller.may_see(realm):
+        refusal = Forbidden(f"caller {caller.name!r} may not read realm {realm!r}'s audit trail")
+        await state.gate.refused(
+            refusal, ctx=request_context(request), caller=caller.name, realm=realm
+        )
+        raise refusal
     start, end = parse_instant("since", since), parse_instant("until", until)
     if start is not None and end is not None and start >= end:
         raise InvalidRequest("since must be before until")
@@ -114,6 +124,7 @@ async def read_audit(
             until=end,
             limit=limit,
             cursor=cursor,
+            visible_realms=caller.visible_realms(),
         )
     )
     response.headers["Cache-Control"] = "no-store"

@@ -52,7 +52,8 @@ class RealmList(BaseModel):
 async def list_realms(caller: CallerDep, state: StateDep, response: Response) -> RealmList:
     response.headers["Cache-Control"] = "no-store"
     if caller.has_role("auditor"):
-        return RealmList(realms=[RealmEntry.of(s) for s in await state.realms.statuses()])
+        statuses = [s for s in await state.realms.statuses() if caller.may_see(s.realm)]
+        return RealmList(realms=[RealmEntry.of(s) for s in statuses])
     return RealmList(
         realms=[RealmEntry(realm=name) for name in await state.realms.usable_by(caller)]
     )
