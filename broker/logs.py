@@ -1,8 +1,9 @@
 """Logging: one JSON object per line, with a redaction step as the last line of defence.
 
 Code never logs secrets on purpose; the redaction catches what slips through (an
-exception message quoting a header, a library's debug line): JWTs, Basic/Bearer
-credentials, and `secret=`/`token=`-style pairs.
+exception message quoting a header, a library's debug line, a caller that put its key in
+a URL): JWTs, the broker's own API keys (`atb_` and 43 base64url characters, as
+`broker keygen` makes them), Basic/Bearer credentials, and `secret=`/`token=`-style pairs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from broker.core.audit import iso_time
 _REDACTIONS = (
     # A JWT: three base64url segments, the first one a JSON header ("eyJ").
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
+    # A broker API key (broker/keygen.py), wherever it sits (a path, a header value).
+    (re.compile(r"atb_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"), "[redacted-api-key]"),
     (re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [redacted]"),
     (
         re.compile(
@@ -65,7 +68,7 @@ def clear_log_context() -> None:
 
 # One pass that finds any of the patterns' starts: most strings hold none, and then the
 # substitutions are skipped.
-_SUSPECT = re.compile(r"(?i)eyJ|basic|bearer|secret|password|api_key|token")
+_SUSPECT = re.compile(r"(?i)eyJ|atb_|basic|bearer|secret|password|api_key|token")
 
 
 def redact(text: str) -> str:

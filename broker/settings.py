@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     docs: bool = False
+    # Workload issuers' keys: fetched again after `jwks_max_age` seconds; when that fails
+    # they stay trusted `jwks_stale_grace` seconds more, then their tokens get 503.
+    jwks_max_age: float = Field(default=3600.0, gt=0, le=86400)
     jwks_stale_grace: float = Field(default=3600.0, ge=0, le=7 * 86400)
 
     @field_validator(

@@ -12,7 +12,11 @@ the audience. The verification follows RFC 8725 (JWT best current practices):
 - keys are fetched with the broker's `httpx.AsyncClient` (never blocking the event loop),
   cached per JWKS URL, fetched again when a token names an unknown `kid` (the issuer
   rotated its key) but at most once per `refresh_interval`, so a stream of made-up
-  `kid`s cannot turn the broker against the issuer, and at the latest after `max_age`.
+  `kid`s cannot turn the broker against the issuer, and at the latest after `max_age`;
+- keys that cannot be fetched again stay trusted for `stale_grace` past their `max_age`
+  (an issuer outage does not lock every workload out at once), then the issuer's tokens
+  are refused with 503 (`JwksUnavailable`): a key the issuer may have revoked long ago is
+  not trusted forever.
 """
 
 from __future__ import annotations
@@ -95,12 +99,15 @@ class JwksWorkloadVerifier:
         *,
         refresh_interval: float = 30.0,
         max_age: float = 3600.0,
+        stale_grace: float = 3600.0,
         leeway: float = 30.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
-        self._refresh_interval = refresh_interval
+        # Keys past their max age are fetched again even within the kid-refresh interval.
+        self._refresh_interval = min(refresh_interval, max_age)
         self._max_age = max_age
+        self._stale_grace = stale_grace
         self._leeway = leeway
         self._monotonic = monotonic
         self._sets: dict[str, _KeySet] = {}
@@ -152,6 +159,10 @@ class JwksWorkloadVerifier:
             await self._refresh(spec, keyset)
         if keyset.fetched_at is None:
             raise JwksUnavailable(f"the keys of issuer {spec.issuer!r} cannot be fetched")
+        if self._monotonic() - keyset.fetched_at > self._max_age + self._stale_grace:
+            raise JwksUnavailable(
+                f"the keys of issuer {spec.issuer!r} could not be refreshed and are too old"
+            )
         lookup = kid if isinstance(kid, str) else ""
         if lookup not in keyset.keys:
             await self._refresh(spec, keyset)  # a rotated key, or a made-up kid: rate-limited

@@ -35,6 +35,7 @@ from broker.core.identity import Gatekeeper
 from broker.core.origins import plain_http_remote
 from broker.core.ports import AuditSink, AuditTrail, RateLimiter, TokenStore
 from broker.core.supervisor import TaskSupervisor
+from broker.http.docs_page import install_docs
 from broker.http.health_monitor import DependencyMonitor
 from broker.http.metrics import HttpMetricsMiddleware, metrics_listener
 from broker.http.middleware import RequestContextMiddleware
@@ -197,7 +198,11 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                 await stack.enter_async_context(
                     metrics_listener(metrics, host=settings.host, port=settings.metrics_port)
                 )
-            verifier = JwksWorkloadVerifier(create_idp_client(timeout=5.0))
+            verifier = JwksWorkloadVerifier(
+                create_idp_client(timeout=5.0),
+                max_age=settings.jwks_max_age,
+                stale_grace=settings.jwks_stale_grace,
+            )
             stack.push_async_callback(verifier.aclose)
             gate = Gatekeeper(
                 policy=policy.current, verifier=verifier, limiter=limiter, audit=audit, clock=clock
@@ -231,7 +236,12 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         # Metrics are Prometheus (/metrics); FastAPI's own OpenTelemetry hooks would
         # only add work to every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+        # FastAPI's pages load their script from a CDN: off; BROKER_DOCS serves our own.
+        docs_url=None,
+        redoc_url=None,
     )
+    if settings.docs:
+        install_docs(app)
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(tokens.router)

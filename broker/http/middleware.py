@@ -60,7 +60,9 @@ class RequestContextMiddleware:
             size += len(name) + len(value)
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                if _REQUEST_ID.match(candidate):
+                # A broker API key (`atb_…`) pasted as a request id would be copied into
+                # every log line and audit record of the request: never taken.
+                if _REQUEST_ID.match(candidate) and not candidate.startswith("atb_"):
                     request_id = candidate
             elif name == b"content-length" and value.isdigit():
                 declared_body = int(value)

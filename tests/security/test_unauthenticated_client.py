@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -131,3 +133,36 @@ def test_3000_wrong_keys_leave_a_handful_of_audit_entries(stack: Stack) -> None:
     assert {"127.0.0.1"} == {r["client_ip"] for r in failed}
     assert all(r["first_time"] <= r["last_time"] for r in failed)
     assert {"api-key-refused"} == {reason for r in failed for reason in r["reasons"]}
+
+
+def test_docs_and_redoc_are_off_by_default(broker: BrokerServer) -> None:
+    """Without BROKER_DOCS the interactive pages are 404; the API description stays."""
+    statuses = [
+        httpx.get(f"{broker.url}{path}", timeout=30).status_code
+        for path in ("/docs", "/redoc", "/openapi.json")
+    ]
+    assert [404, 404, 200] == statuses
+
+
+def test_docs_when_on_load_nothing_from_elsewhere(stack: Stack) -> None:
+    """With BROKER_DOCS=true, /docs is one self-contained page: no script, style or image
+    from any other origin (no CDN)."""
+    broker = stack.start_broker(BROKER_DOCS="true")
+    page = httpx.get(f"{broker.url}/docs", timeout=30)
+    assert (200, "text/html") == (page.status_code, page.headers["content-type"].split(";")[0])
+    assert [] == re.findall(r"""(?:src|href)\s*=\s*["']?(?:https?:)?//""", page.text)
+    assert "/v1/realms/{realm}/token" in page.text
+
+
+def test_example_policies_carry_a_placeholder_not_a_hash() -> None:
+    """No documented policy example holds a real-looking key hash (whose key someone could
+    guess, as sha256("test") once was): they hold a placeholder."""
+    root = Path(__file__).resolve().parents[2]
+    documents = [root / "README.md", *root.glob("docs/*.md"), *root.glob("helm/**/*.md")]
+    documents += [*root.glob("helm/**/values.yaml"), root / "SECURITY.md"]
+    found = {
+        str(path.relative_to(root))
+        for path in documents
+        if path.is_file() and re.search(r"\b[0-9a-fA-F]{64}\b", path.read_text())
+    }
+    assert set() == found

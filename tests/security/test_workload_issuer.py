@@ -105,3 +105,33 @@ def test_an_ambiguous_reload_keeps_the_policy_in_force(
         assert {200} == set(statuses)
     finally:
         policy.write()
+
+
+def test_keys_that_cannot_be_refreshed_fail_closed_after_the_grace(
+    stack: Stack, realm: Realm
+) -> None:
+    """Issuer keys past their max age (2 s here) that cannot be fetched again are trusted
+    for BROKER_JWKS_STALE_GRACE more (4 s), then the workload's calls get 503."""
+    vanishing = WorkloadIssuer().start()
+    writer = PolicyWriter(stack.log_dir / "stale.yaml", stack.leak_watch)
+    writer.jwt_issuers.append(vanishing.spec())
+    writer.subject_caller("ledger", SUBJECT, realms=("*",))
+    broker = stack.start_broker(
+        BROKER_POLICY_FILE=str(writer.write()),
+        BROKER_JWKS_MAX_AGE="2",
+        BROKER_JWKS_STALE_GRACE="4",
+    )
+    tokens = [vanishing.token(SUBJECT) for _ in range(2)]
+    try:
+        assert 200 == token_status(stack, broker, realm, tokens[0])
+    finally:
+        vanishing.stop()
+    assert 200 == token_status(stack, broker, realm, tokens[1])  # within max age and grace
+    statuses: list[int] = []
+
+    def failed_closed() -> bool:
+        statuses.append(token_status(stack, broker, realm, tokens[1]))
+        return statuses[-1] != 200
+
+    wait_for(failed_closed, timeout=30, message="stale keys were trusted past the grace")
+    assert 503 == statuses[-1]

@@ -174,3 +174,9 @@ def test_json_line_stays_valid_for_non_string_values_of_secret_like_keys() -> No
     entry = json.loads(log_line("caller authenticated", has_api_key=True, token=None))
 
     assert "caller authenticated" == entry["event"]
+
+
+def test_a_broker_api_key_is_redacted_wherever_it_sits() -> None:
+    """A key in `broker keygen`'s format is scrubbed from a path, with no `key=` around it."""
+    key = "atb_" + "Ab3-_" * 8 + "xyz"
+    assert "GET /v1/realms/[redacted-api-key]/token" == redact(f"GET /v1/realms/{key}/token")

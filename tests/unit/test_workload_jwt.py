@@ -163,13 +163,24 @@ async def test_unreachable_jwks_with_nothing_cached_is_unavailable(rsa_key: Sign
 
 
 async def test_cached_keys_survive_a_failed_refresh(rsa_key: SigningKey) -> None:
-    """Past max_age a failed refetch keeps the keys already known."""
+    """Past max_age a failed refetch keeps the keys already known (within the grace)."""
     jwks, clock = Jwks(rsa_key), Monotonic()
     subject_of = verifier(jwks, clock)
     await subject_of.subject(sign(rsa_key), SPECS)
     jwks.failing = True
     clock.now += 3601
     assert (SUBJECT, 2) == (await subject_of.subject(sign(rsa_key), SPECS), jwks.fetches)
+
+
+async def test_stale_keys_fail_closed_after_the_grace(rsa_key: SigningKey) -> None:
+    """Keys not refreshed for max_age + stale_grace are no longer trusted: 503."""
+    jwks, clock = Jwks(rsa_key), Monotonic()
+    subject_of = verifier(jwks, clock)
+    await subject_of.subject(sign(rsa_key), SPECS)
+    jwks.failing = True
+    clock.now += 3600 + 3600 + 1
+    with pytest.raises(JwksUnavailable):
+        await subject_of.subject(sign(rsa_key), SPECS)
 
 
 def test_jwks_without_signing_keys_yields_none() -> None:
