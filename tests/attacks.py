@@ -1,17 +1,22 @@
-"""Attacker's tools for the security tests: raw sockets to a broker, its memory, and a
-caller kept asking while an attack runs."""
+"""Attacker's tools for the security tests: raw sockets to a broker, its memory, a
+caller kept asking while an attack runs, and a broker serving HTTPS."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 
+from broker.devstack.processes import ManagedProcess, free_port
 from broker.devstack.servers import BrokerServer
+from stack import Stack
 
 
 def connect(broker: BrokerServer, *, send_buffer: int | None = None) -> socket.socket:
@@ -89,3 +94,30 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for process {pid}")
+
+
+def start_tls_broker(stack: Stack, ca_file: Path, *, name: str, **env: str) -> BrokerServer:
+    """A broker serving HTTPS (BROKER_TLS_* in `env`), ready once `/healthz` answers over
+    TLS verified against `ca_file`; stopped with the stack."""
+    port = free_port()
+    full_env = {
+        **os.environ,
+        **stack.broker_env(**env),
+        "BROKER_HOST": "127.0.0.1",
+        "BROKER_PORT": str(port),
+    }
+    process = ManagedProcess(
+        name, [sys.executable, "-m", "broker", "serve"], log_dir=stack.log_dir, env=full_env
+    ).start()
+    stack.processes.append(process)
+    url = f"https://127.0.0.1:{port}"
+    context = ssl.create_default_context(cafile=str(ca_file))
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{url}/healthz", verify=context, timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    process.wait_until(ready)
+    return BrokerServer(process, url)

@@ -1,7 +1,8 @@
 """`Gatekeeper`: who is calling, may they call this fast, may they have this role.
 
-A caller presents one credential, `Authorization: Bearer <api key or workload JWT>`,
-told apart by shape: three dot-separated base64url segments are a JWT (RFC 7515 compact
+A caller presents one credential: a client certificate verified by the TLS listener
+(`admit_certificate`), or `Authorization: Bearer <api key or workload JWT>`, told apart by
+shape: three dot-separated base64url segments are a JWT (RFC 7515 compact
 serialization), anything else is an API key. A key is looked up by its SHA-256
 (`Policy.caller_for_key`), a JWT is verified against the policy's `jwt_issuers` and its
 (issuer, subject) looked up (`Policy.caller_for_workload`). The rate limit is taken right after, so
@@ -32,7 +33,7 @@ from broker.core.errors import (
     RateLimited,
     Unauthenticated,
 )
-from broker.core.policy import Caller, Policy, Role
+from broker.core.policy import Caller, CertificateIdentity, Policy, Role
 from broker.core.ports import AuditSink, Clock, RateLimiter, WorkloadVerifier
 
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
@@ -79,6 +80,24 @@ class Gatekeeper:
             reason = exc.slug if isinstance(exc, JwksUnavailable) else f"{kind}-refused"
             await self.refused(exc, ctx=ctx, realm=realm, reason=reason)
             raise
+        await self.throttle(caller, ctx=ctx, realm=realm, token_request=token_request)
+        return caller
+
+    async def admit_certificate(
+        self,
+        identity: CertificateIdentity,
+        *,
+        ctx: RequestContext,
+        realm: str | None = None,
+        token_request: bool = False,
+    ) -> Caller:
+        """The caller a verified client certificate names (by `spiffe_id`, else by
+        `cert_subject`), if it is within its rate limit."""
+        caller = self._policy().caller_for_certificate(identity)
+        if caller is None:
+            refusal = Unauthenticated("the client certificate names no caller")
+            await self.refused(refusal, ctx=ctx, reason="client-certificate-refused")
+            raise refusal
         await self.throttle(caller, ctx=ctx, realm=realm, token_request=token_request)
         return caller
 

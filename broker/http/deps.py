@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+from cryptography import x509
 from fastapi import Depends, Request
 
 from broker.core import rules
 from broker.core.broker import TokenBroker
 from broker.core.context import RequestContext
 from broker.core.errors import Unauthenticated
-from broker.core.policy import Caller, Role
+from broker.core.policy import Caller, CertificateIdentity, Role
 from broker.http.state import AppState
 from broker.logs import bind_log_context
 
@@ -44,6 +46,14 @@ async def authenticate(request: Request, state: Annotated[AppState, Depends(app_
     realm = realm if isinstance(realm, str) and rules.is_valid_realm(realm) else None
     # A token request, whether the v1 API or the drop-in OAuth2 endpoint (DELETE evicts).
     token_request = request.url.path.endswith("/token") and request.method != "DELETE"
+    if "authorization" not in request.headers:
+        identity = client_certificate(request)
+        if identity is not None:
+            caller = await state.gate.admit_certificate(
+                identity, ctx=ctx, realm=realm, token_request=token_request
+            )
+            bind_log_context(caller=caller.name, **({"realm": realm} if realm else {}))
+            return caller
     try:
         credential = bearer_credential(request)
     except Unauthenticated as exc:
@@ -52,6 +62,26 @@ async def authenticate(request: Request, state: Annotated[AppState, Depends(app_
     caller = await state.gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
     bind_log_context(caller=caller.name, **({"realm": realm} if realm else {}))
     return caller
+
+
+def client_certificate(request: Request) -> CertificateIdentity | None:
+    """The identity of the client certificate the TLS listener verified (the ASGI TLS
+    extension's `client_cert_chain`), if the connection presented one."""
+    tls = request.scope.get("extensions", {}).get("tls", {})
+    chain = tls.get("client_cert_chain") or []
+    return certificate_identity(chain[0]) if chain else None
+
+
+@functools.lru_cache(maxsize=1024)
+def certificate_identity(pem: str) -> CertificateIdentity:
+    # Cached: a kept-alive caller presents the same certificate on every request.
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris = tuple(names.get_values_for_type(x509.UniformResourceIdentifier))
+    except x509.ExtensionNotFound:
+        uris = ()
+    return CertificateIdentity(uris=uris, subject=cert.subject.rfc4514_string())
 
 
 def requires(role: Role) -> Callable[..., Awaitable[Caller]]:
