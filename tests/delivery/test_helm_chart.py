@@ -286,6 +286,26 @@ def test_audit_spool_uses_an_existing_claim_when_given() -> None:
     assert "/var/lib/atlas-broker/audit" == env["BROKER_AUDIT_SPOOL_DIR"]
 
 
+def test_tls_secret_is_mounted_and_served_with_https_probes() -> None:
+    """With tls.secretName the Secret is mounted as a directory, the broker is told where its
+    certificate, key and client CA are, and the probes speak HTTPS."""
+    pod = _pod({"tls": {"secretName": "broker-tls", "clientCA": True}})["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "tls")
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+
+    assert {"secretName": "broker-tls"} == volume["secret"]
+    assert (
+        "/etc/atlas-broker/tls/tls.crt",
+        "/etc/atlas-broker/tls/tls.key",
+        "/etc/atlas-broker/tls/ca.crt",
+    ) == (env["BROKER_TLS_CERT_FILE"], env["BROKER_TLS_KEY_FILE"], env["BROKER_TLS_CLIENT_CA_FILE"])
+    assert {"HTTPS"} == {
+        container[probe]["httpGet"]["scheme"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+    }
+
+
 def test_container_cannot_gain_privileges() -> None:
     """No privilege escalation, every capability dropped, and the runtime's seccomp profile."""
     pod = _pod({})["spec"]
