@@ -115,6 +115,15 @@ def checks(results: Results) -> list[Check]:
                 broker.rps >= 5 * idp.rps,
             )
         )
+        refused = by.get("broker-401")
+        if refused is not None:
+            found.append(
+                Check(
+                    f"a refusal (401) costs no more than a cached token, requests/s ({generator})",
+                    f"{refused.rps:,.0f} vs {broker.rps:,.0f} = {refused.rps / broker.rps:.2f}x",
+                    refused.rps >= broker.rps,
+                )
+            )
     if results.stampede:
         most = max(run.idp_requests for run in results.stampede)
         found.append(
@@ -230,7 +239,8 @@ def markdown(results: Results, *, plot_name: str | None, notes: str) -> str:
             "is the median over the rounds. *broker*: `GET /v1/realms/{realm}/token` on a "
             "cached token; *openbao*: `GET /v1/secret/data/atlas/realms/{realm}` with "
             "`X-Vault-Token`; *idp*: the development IdP's token endpoint (client "
-            "credentials, RS256 signing per request)."
+            "credentials, RS256 signing per request); *broker-401*: the token route with a wrong "
+            "key (its errors column counts the 401s)."
         )
         add("")
         add("| target | requests/s | p50 ms | p99 ms | requests | errors |")

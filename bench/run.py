@@ -93,7 +93,8 @@ async def measure(stack: BenchStack, args: argparse.Namespace, results: report.R
         results.rest_supervisor_rss = processes.supervisor_rss()
     sampler = scenarios.MemorySampler(processes)
     for generator in generators:
-        _say(f"hot path ({generator}): {args.rounds} round(s) x 3 targets x {args.duration:g} s")
+        rounds = f"{args.rounds} round(s) x {len(targets)} targets x {args.duration:g} s"
+        _say(f"hot path ({generator}): {rounds}")
         results.hot[generator] = await scenarios.hot_path(
             targets,
             generator=generator,

@@ -37,8 +37,9 @@ T = TypeVar("T")
 
 
 def hot_path_targets(stack: BenchStack, broker_url: str, realm: Realm) -> list[Target]:
-    """The broker's cached token, OpenBao's KV v2 read of the same realm's secret, and
-    the development IdP's token endpoint for the same realm."""
+    """The broker's cached token, OpenBao's KV v2 read of the same realm's secret, the
+    development IdP's token endpoint for the same realm, and the broker refusing a wrong
+    key (a 401 must cost no more than a cached 200)."""
     basic = base64.b64encode(f"{CLIENT_ID}:{realm.client_secret}".encode()).decode()
     return [
         Target(
@@ -62,6 +63,12 @@ def hot_path_targets(stack: BenchStack, broker_url: str, realm: Realm) -> list[T
                 "Content-Type": "application/x-www-form-urlencoded",
             },
             b"grant_type=client_credentials",
+        ),
+        Target(
+            "broker-401",
+            "GET",
+            f"{broker_url}/v1/realms/{realm.name}/token",
+            {"Authorization": "Bearer atb_" + "0" * 43},  # the key format, known to no one
         ),
     ]
 
