@@ -126,10 +126,11 @@ def test_a_declared_oversized_body_is_413_before_anything_else(broker: BrokerSer
 
 def test_3000_wrong_keys_leave_a_handful_of_audit_entries(stack: Stack) -> None:
     """3,000 requests with a wrong key are audited as one `auth.failed` event per source
-    address and minute (counted, with first and last time and reasons), not 3,000."""
+    address and minute (counted, with first and last time and reasons), not 3,000; the
+    X-Forwarded-For they carry is not believed from a peer that is no trusted proxy."""
     prefix = f"t-{uuid.uuid4().hex[:8]}"
     broker = stack.start_broker(BROKER_KEY_PREFIX=prefix)
-    wrong = {"Authorization": "Bearer atb_" + "x" * 43}
+    wrong = {"Authorization": "Bearer atb_" + "x" * 43, "X-Forwarded-For": "203.0.113.9"}
 
     def refuse(count: int) -> list[int]:
         with httpx.Client(base_url=broker.url, headers=wrong, timeout=30) as client:
@@ -148,6 +149,23 @@ def test_3000_wrong_keys_leave_a_handful_of_audit_entries(stack: Stack) -> None:
     assert {"127.0.0.1"} == {r["client_ip"] for r in failed}
     assert all(r["first_time"] <= r["last_time"] for r in failed)
     assert {"api-key-refused"} == {reason for r in failed for reason in r["reasons"]}
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_is_audited(stack: Stack) -> None:
+    """With the peer in BROKER_TRUSTED_PROXIES, the audited source of a failed
+    authentication is the right-most untrusted X-Forwarded-For hop."""
+    broker = stack.start_broker(BROKER_TRUSTED_PROXIES="127.0.0.0/8, 10.0.0.0/8")
+    response = httpx.get(
+        f"{broker.url}/v1/realms/acme/token",
+        headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9, 10.1.2.3"},
+        timeout=30,
+    )
+    broker.process.stop()
+    failed = [e for e in stack.audit_events(broker.process) if e["event"] == "auth.failed"]
+    assert 401 == response.status_code
+    assert [("203.0.113.9", {"no-bearer-credential": 1})] == [
+        (e["client_ip"], e["reasons"]) for e in failed
+    ]
 
 
 def test_docs_and_redoc_are_off_by_default(broker: BrokerServer) -> None:
