@@ -210,12 +210,17 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm_head_timer()
         super().on_headers_complete()
 
-    def on_response_complete(self) -> None:
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # The request is in whole: whatever comes next is the next request's head (its
+        # timer starts with its first byte, not now: the response may take a while).
         self._reading_head = True
         self._head_bytes = 0
-        super().on_response_complete()
 
     # -- refusals ---------------------------------------------------------------------
+
+    def _responding(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
@@ -227,6 +232,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        if self._responding():
+            self._arm_head_timer()  # a pipelined head: judged once the response is out
+            return
         if not self.transport.is_closing() and self._reading_head:
             self._answer(
                 408,
@@ -235,10 +243,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def _answer(self, status: int, slug: str, detail: str) -> None:
-        """Write a problem+json answer ourselves (no app is involved) and close."""
+        """Write a problem+json answer ourselves (no app is involved) and close; while a
+        response is being written (a pipelined request) only close."""
         self._answered = True
         self._disarm_head_timer()
         if self.transport.is_closing():
+            return
+        if self._responding():
+            self.transport.close()
             return
         body = json.dumps(
             {"type": _PROBLEM_BASE + slug, "title": detail, "status": status, "detail": detail}

@@ -31,7 +31,7 @@ from attacks import (
 )
 from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter, policy_path
-from stack import Realm, Stack, wait_for
+from stack import Realm, Stack, bearer, wait_for
 from tls_certs import CertificateAuthority, Issued
 
 MiB = 1 << 20
@@ -91,6 +91,23 @@ def test_a_client_sending_one_byte_a_second_is_dropped(broker: BrokerServer) -> 
     assert dropped
     assert statuses
     assert {200} == set(statuses)
+
+
+def test_a_response_slower_than_the_header_timeout_is_delivered(
+    module_stack: Stack, broker: BrokerServer
+) -> None:
+    """The header timer covers the request's head only: a caller whose token takes longer
+    than it (a slow IdP, 4 s against 3 s here) gets it on its kept-alive connection, twice."""
+    realm = module_stack.new_realm("slow")
+    module_stack.set_fault(realm.name, "delay", seconds=4, count=1)
+    with httpx.Client(base_url=broker.url, timeout=30) as client:
+        statuses = [
+            client.get(
+                f"/v1/realms/{realm.name}/token", headers=bearer(module_stack.keys.everything)
+            ).status_code
+            for _ in range(2)
+        ]
+    assert [200, 200] == statuses
 
 
 def test_connections_past_the_limit_are_refused_at_once(broker: BrokerServer) -> None:
