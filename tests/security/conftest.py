@@ -1,5 +1,6 @@
-"""Fixtures shared by the attacker-position tests: workload issuers on loopback, a broker
-start that is expected to be refused, and reading a broker's audit copy and memory."""
+"""Fixtures shared by the attacker-position tests: two workload issuers on loopback, and a
+broker start that is expected to be refused. Helpers that are not fixtures (raw sockets, a
+broker's memory, an HTTPS broker) are in tests/attacks.py."""
 
 from __future__ import annotations
 
