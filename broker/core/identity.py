@@ -1,12 +1,12 @@
 """`Gatekeeper`: who is calling, may they call this fast, may they have this role.
 
 A caller presents one credential: a client certificate verified by the TLS listener
-(`admit_certificate`), or `Authorization: Bearer <api key or workload JWT>`, told apart by
-shape: three dot-separated base64url segments are a JWT (RFC 7515 compact
+(`admit_certificate`), or `Authorization: Bearer <api key or workload JWT>`, told apart
+by shape: three dot-separated base64url segments are a JWT (RFC 7515 compact
 serialization), anything else is an API key. A key is looked up by its SHA-256
 (`Policy.caller_for_key`), a JWT is verified against the policy's `jwt_issuers` and its
-(issuer, subject) looked up (`Policy.caller_for_workload`). The rate limit is taken right after, so
-a runaway caller is stopped before anything touches a realm.
+(issuer, subject) looked up (`Policy.caller_for_workload`). The rate limit is taken right
+after, so a runaway caller is stopped before anything touches a realm.
 
 Every refusal is audited. A credential that proves nobody (401, or 503 when a workload
 issuer's keys cannot be had) is counted in `AuthFailureTally`, which writes one

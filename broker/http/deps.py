@@ -73,9 +73,12 @@ def client_certificate(request: Request) -> CertificateIdentity | None:
 
 
 @functools.lru_cache(maxsize=1024)
-def certificate_identity(pem: str) -> CertificateIdentity:
+def certificate_identity(pem: str) -> CertificateIdentity | None:
     # Cached: a kept-alive caller presents the same certificate on every request.
-    cert = x509.load_pem_x509_certificate(pem.encode())
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+    except ValueError:
+        return None  # verified by the handshake, yet unreadable here: no identity
     try:
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = tuple(names.get_values_for_type(x509.UniformResourceIdentifier))
