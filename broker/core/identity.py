@@ -9,22 +9,23 @@ serialization), anything else is an API key. A key is looked up by its SHA-256
 after, so a runaway caller is stopped before anything touches a realm.
 
 Every refusal is audited. A credential that proves nobody (401, or 503 when a workload
-issuer's keys cannot be had) is counted in `AuthFailureTally`, which writes one
-`auth.failed` event per source address per minute: unauthenticated clients cannot fill
-the trail. Refusals of a known caller are one event each: `token.denied` when the request
-named a realm's token, `access.denied` for the other endpoints (the audit trail, the realm
-list, admin operations). A record holds the reason and, once known, the caller's name;
-never the credential.
+issuer's keys cannot be had) is counted (`RefusalTally`), and written as one `auth.failed`
+event per source address per minute: unauthenticated clients cannot fill the trail. So
+are a caller's requests past its rate limit, but for the first of each minute:
+`rate_limit.exceeded`, per caller. Other refusals of a known caller are one event each:
+`token.denied` when the request named a realm's token, `access.denied` for the other
+endpoints (the audit trail, the realm list, admin operations). A record holds the reason
+and, once known, the caller's name; never the credential.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Callable
 
 from broker.core.audit import AuditEvent
-from broker.core.auth_failures import AuthFailureTally
 from broker.core.context import RequestContext
 from broker.core.errors import (
     BrokerError,
@@ -35,6 +36,7 @@ from broker.core.errors import (
 )
 from broker.core.policy import Caller, CertificateIdentity, Policy, Role
 from broker.core.ports import AuditSink, Clock, RateLimiter, WorkloadVerifier
+from broker.core.refusal_tally import RefusalTally
 
 _JWT_SHAPE = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 
@@ -59,7 +61,23 @@ class Gatekeeper:
         self._limiter = limiter
         self._audit = audit
         self._clock = clock
-        self.failures = AuthFailureTally(audit=audit, clock=clock)
+        self.failures = RefusalTally(audit=audit, clock=clock)
+        self.throttled = RefusalTally(
+            audit=audit,
+            clock=clock,
+            event="rate_limit.exceeded",
+            keyed_by="caller",
+            first_alone=True,
+        )
+
+    async def run_refusal_audit(self) -> None:
+        """Write each minute's counted refusals when it ends, until cancelled."""
+        await asyncio.gather(self.failures.run(), self.throttled.run())
+
+    async def flush_refusals(self) -> None:
+        """Write every counted refusal now (at shutdown)."""
+        await self.failures.flush_all()
+        await self.throttled.flush_all()
 
     async def admit(
         self,
@@ -120,9 +138,12 @@ class Gatekeeper:
             f"requests per second (burst {caller.rate_limit.burst})",
             retry_after=max(1, math.ceil(wait)),
         )
-        await self.refused(
-            limited, ctx=ctx, realm=realm, token_request=token_request, caller=caller.name
-        )
+        # The first 429 of a caller's minute is recorded on its own; the rest are counted
+        # (a caller past its limit could otherwise write to the trail as fast as it sends).
+        if self.throttled.record(caller.name, limited.slug):
+            await self.refused(
+                limited, ctx=ctx, realm=realm, token_request=token_request, caller=caller.name
+            )
         raise limited
 
     async def require_role(self, caller: Caller, role: Role, *, ctx: RequestContext) -> None:

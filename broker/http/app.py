@@ -207,10 +207,10 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             gate = Gatekeeper(
                 policy=policy.current, verifier=verifier, limiter=limiter, audit=audit, clock=clock
             )
-            # Failed authentications are audited per source and minute; the last minute's
-            # counts are written at shutdown, before the audit sinks close.
-            stack.push_async_callback(gate.failures.flush_all)
-            tally = asyncio.create_task(gate.failures.run(), name="auth-failure-audit")
+            # Failed authentications and throttled requests are audited per minute; the
+            # last minute's counts are written at shutdown, before the audit sinks close.
+            stack.push_async_callback(gate.flush_refusals)
+            tally = asyncio.create_task(gate.run_refusal_audit(), name="refusal-audit")
             stack.callback(tally.cancel)
             catalog = RealmCatalog(secrets=secrets, statuses=broker.realm_statuses)
             yield {

@@ -5,11 +5,14 @@ without leaving a trace."""
 
 from __future__ import annotations
 
+import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
@@ -118,3 +121,29 @@ def test_a_refused_admin_operation_is_audited(
     assert [("access.denied", "denied", other.name)] == [
         (e["event"], e["outcome"], e["realm"]) for e in records
     ]
+
+
+def test_a_caller_past_its_rate_limit_cannot_flood_the_trail(stack: Stack) -> None:
+    """500 requests of a caller allowed one a second leave a handful of audit entries: the
+    first 429 of the minute on its own, the rest counted in one rate_limit.exceeded."""
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    key = written_policy(
+        stack,
+        lambda policy: policy.key_caller(
+            "chatty", realms=("*",), rate_limit={"per_second": 1, "burst": 1}
+        ),
+    )
+    broker = stack.start_broker(
+        BROKER_KEY_PREFIX=prefix, BROKER_POLICY_FILE=str(policy_path(stack))
+    )
+    with httpx.Client(base_url=broker.url, headers=bearer(key), timeout=30) as client:
+        statuses = [client.get("/v1/realms").status_code for _ in range(500)]
+    broker.process.stop()  # the last minute's counts are written at shutdown
+    entries = redis.Redis.from_url(stack.redis.url).xrange(f"{prefix}:audit")
+    records = [json.loads(next(iter(fields.values()))) for _, fields in entries]
+    refused = statuses.count(429)
+    counted = sum(r.get("count", 1) for r in records if r["event"] != "credentials.loaded")
+    print(f"audit entries for {refused} refusals past the rate limit: {len(records)}")
+    assert refused > 400
+    assert len(records) <= 6, [r["event"] for r in records[:10]]
+    assert refused == counted

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from broker.core.auth_failures import AuthFailureTally
 from broker.core.context import RequestContext
 from broker.core.errors import Forbidden, RateLimited, Unauthenticated
 from broker.core.identity import Gatekeeper, looks_like_jwt
 from broker.core.policy import JwtIssuerSpec, Policy, RateLimit, WorkloadIdentity, hash_key
+from broker.core.refusal_tally import RefusalTally
 from fakes import FakeClock, RecordingAuditSink
 
 KEY = "atb_billing-key-0123456789abcdef0123456789"
@@ -174,7 +174,7 @@ async def test_refusal_record_never_holds_the_credential() -> None:
 async def test_sources_past_the_bound_are_counted_together() -> None:
     """Beyond `max_sources` addresses in a minute, failures count under `_other`."""
     audit, clock = RecordingAuditSink(), FakeClock(1_800_000_000.0)
-    tally = AuthFailureTally(audit=audit, clock=clock, max_sources=2)
+    tally = RefusalTally(audit=audit, clock=clock, max_keys=2)
     for octet in range(5):
         tally.record(f"10.0.0.{octet}", "api-key-refused")
     await tally.flush_all()
@@ -199,6 +199,20 @@ async def test_rate_limited_request_is_audited_with_the_caller() -> None:
         )
     [event] = audit.events
     assert ("token.denied", "rate-limited", "chatty") == (event.event, event.reason, event.caller)
+
+
+async def test_further_429s_of_the_minute_are_one_counted_event() -> None:
+    """Past the first 429 of a minute, a caller's refusals are flushed as one
+    rate_limit.exceeded event with their count."""
+    audit, clock = RecordingAuditSink(), FakeClock(1_800_000_000.0)
+    gate = gatekeeper(limiter=FakeLimiter(allowed=0), audit=audit, clock=clock)
+    for _ in range(5):
+        with pytest.raises(RateLimited):
+            await gate.admit(KEY + "-chatty", ctx=CTX, realm="acme", token_request=True)
+    await gate.flush_refusals()
+    assert [("token.denied", "chatty", None), ("rate_limit.exceeded", "chatty", 4)] == [
+        (event.event, event.caller, event.count) for event in audit.events
+    ]
 
 
 async def test_caller_without_a_limit_is_not_counted() -> None:
