@@ -29,12 +29,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import ssl
-import time
 from asyncio.events import TimerHandle
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -42,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from broker.http.tls import CertificateReloader, TlsFiles, peer_certificate, tls_context
 from broker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,63 +53,6 @@ class RequestLimits:
     max_header_bytes: int = 16384
     header_timeout: float = 10.0
     max_connections: int = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class TlsFiles:
-    cert_file: Path
-    key_file: Path
-    client_ca_file: Path | None = None
-
-
-class CertificateReloader:
-    """Keeps the context's certificate in step with its files (checked at most once a
-    second); a half-written pair is logged and the previous certificate kept."""
-
-    def __init__(self, context: ssl.SSLContext, files: TlsFiles) -> None:
-        self.context = context
-        self._files = files
-        self._stamp = self._stat()
-        self._checked = time.monotonic()
-
-    def _stat(self) -> tuple[tuple[int, int, int], ...]:
-        stamps = []
-        for path in (self._files.cert_file, self._files.key_file):
-            try:
-                st = os.stat(path)
-            except OSError:
-                stamps.append((0, 0, 0))
-                continue
-            stamps.append((st.st_ino, st.st_mtime_ns, st.st_size))
-        return tuple(stamps)
-
-    def check(self) -> None:
-        now = time.monotonic()
-        if now - self._checked < 1.0:
-            return
-        self._checked = now
-        stamp = self._stat()
-        if stamp == self._stamp:
-            return
-        try:
-            self.context.load_cert_chain(self._files.cert_file, self._files.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            # Likely caught between the two files' updates: tried again at the next check.
-            log.warning("TLS certificate not reloaded", extra={"error": type(exc).__name__})
-            return
-        self._stamp = stamp
-        log.info("TLS certificate reloaded")
-
-
-def tls_context(files: TlsFiles) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(files.cert_file, files.key_file)
-    if files.client_ca_file is not None:
-        # Optional: callers with an API key or a workload JWT need no certificate.
-        context.verify_mode = ssl.CERT_OPTIONAL
-        context.load_verify_locations(cafile=files.client_ca_file)
-    return context
 
 
 class BrokerConfig(uvicorn.Config):
@@ -170,7 +111,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if len(self.connections) > self.limits.max_connections:
             self._answer(503, "too-many-connections", "the broker is at its connection limit")
             return
-        self._client_cert = _peer_certificate(transport)
+        self._client_cert = peer_certificate(transport)
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -270,15 +211,6 @@ _REASONS = {
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
-
-
-def _peer_certificate(transport: asyncio.Transport) -> list[str]:
-    """The verified client certificate as a one-element PEM chain ([] without one)."""
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return []
-    der = ssl_object.getpeercert(binary_form=True)
-    return [ssl.DER_cert_to_PEM_cert(der)] if der else []
 
 
 def build_config(settings: Settings) -> BrokerConfig:
