@@ -306,6 +306,28 @@ def test_tls_secret_is_mounted_and_served_with_https_probes() -> None:
     }
 
 
+def test_policy_schema_takes_issuer_bound_and_certificate_callers() -> None:
+    """Callers bound to a workload issuer, or identified by a client certificate, pass the
+    chart's schema."""
+    _validate_values(
+        {
+            "policy": {
+                "document": {
+                    "callers": [
+                        {
+                            "name": "ledger",
+                            "jwt_subject": "system:serviceaccount:payments:ledger",
+                            "jwt_issuer": "https://a.cluster.test",
+                        },
+                        {"name": "reports", "spiffe_id": "spiffe://atlas.test/ns/r/sa/reports"},
+                        {"name": "audit", "cert_subject": "CN=audit,O=Atlas"},
+                    ]
+                }
+            }
+        }
+    )
+
+
 def test_container_cannot_gain_privileges() -> None:
     """No privilege escalation, every capability dropped, and the runtime's seccomp profile."""
     pod = _pod({})["spec"]
