@@ -210,8 +210,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             # Failed authentications and throttled requests are audited per minute; the
             # last minute's counts are written at shutdown, before the audit sinks close.
             stack.push_async_callback(gate.flush_refusals)
-            tally = asyncio.create_task(gate.run_refusal_audit(), name="refusal-audit")
-            stack.callback(tally.cancel)
+            tasks.start("refusal-audit", gate.run_refusal_audit)
             catalog = RealmCatalog(secrets=secrets, statuses=broker.realm_statuses)
             yield {
                 "app": AppState(

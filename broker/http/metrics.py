@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.adapters.prometheus import OTHER, BrokerMetrics
+from broker.http.server import LimitedHttpToolsProtocol
 
 
 class HttpMetricsMiddleware:
@@ -90,6 +91,7 @@ async def metrics_listener(metrics: BrokerMetrics, *, host: str, port: int) -> A
     """Serve `/metrics` on `host:port` while the block runs."""
     config = uvicorn.Config(
         metrics_app(metrics),
+        http=LimitedHttpToolsProtocol,  # the main listener's head size, head time, conn cap
         lifespan="off",
         log_config=None,
         access_log=False,
