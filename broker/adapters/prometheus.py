@@ -122,6 +122,10 @@ class BrokerMetrics:
         self.audit_events = self._counter(
             values, "audit_events", "Audit events recorded, by event type.", ["event"]
         )
+        # Counted refusals arrive once a minute: their series exist from the start, so the
+        # set of series does not change when the first one is written.
+        for aggregate in ("auth.failed", "rate_limit.exceeded"):
+            self.audit_events.labels(aggregate)
         self.http_duration = Histogram(
             "http_request_duration_seconds",
             "Time to answer HTTP requests, by route template and status class (2xx, 4xx...).",
