@@ -306,6 +306,14 @@ def test_tls_secret_is_mounted_and_served_with_https_probes() -> None:
     }
 
 
+def test_helm_test_pod_speaks_https_with_tls() -> None:
+    """With tls.secretName the `helm test` pod asks /readyz over HTTPS."""
+    objects = _render({"tls": {"secretName": "broker-tls"}})
+    pod = next(o for o in objects if o["kind"] == "Pod")
+    command = "\n".join(pod["spec"]["containers"][0]["command"])
+    assert "https://atlas-broker:80/readyz" in command
+
+
 def test_policy_schema_takes_issuer_bound_and_certificate_callers() -> None:
     """Callers bound to a workload issuer, or identified by a client certificate, pass the
     chart's schema."""
