@@ -337,3 +337,35 @@ def test_allowed_idp_origin_that_is_not_an_origin_stops_start_up(
     assert message.startswith("BROKER_IDP_ALLOWED_ORIGINS: ")
     assert "\n" not in message
     assert "u:p" not in message
+# --- the listener's trust settings ---------------------------------------------------------
+
+
+def test_trusted_proxies_are_parsed_as_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKER_TRUSTED_PROXIES takes comma-separated addresses and CIDRs."""
+    monkeypatch.setenv("BROKER_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7,fd00::/8")
+    assert ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8"] == [
+        str(network) for network in load_settings().trusted_proxy_networks
+    ]
+
+
+def test_a_trusted_proxy_that_is_no_address_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A malformed entry is a one-line error naming the setting and the entry."""
+    monkeypatch.setenv("BROKER_TRUSTED_PROXIES", "10.0.0.0/8,proxy.internal")
+    message = settings_error()
+    assert "BROKER_TRUSTED_PROXIES" in message
+    assert "proxy.internal" in message
+
+
+def test_a_tls_certificate_needs_its_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKER_TLS_CERT_FILE without BROKER_TLS_KEY_FILE stops start-up."""
+    cert = tmp_path / "tls.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("BROKER_TLS_CERT_FILE", str(cert))
+    assert "BROKER_TLS_KEY_FILE" in settings_error()
+
+
+def test_docs_are_off_by_default() -> None:
+    """The documentation page is served only when asked for."""
+    assert Settings().docs is False
