@@ -30,6 +30,10 @@ def iso_time(epoch: float, *, millis: bool = False) -> str:
     return _iso_second(second) + "Z"
 
 
+# The prefix of the broker's API keys (`broker keygen`).
+API_KEY_PREFIX = "atb_"
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One audit record. Holds a token's SHA-256 prefix, never the token."""
@@ -59,6 +63,10 @@ class AuditEvent:
             name: value for name in _FIELD_NAMES if (value := getattr(self, name)) is not None
         }
         record["time"] = iso_time(self.time, millis=True)
+        if self.realm is not None and self.realm.startswith(API_KEY_PREFIX):
+            # A caller's key pasted where the realm name goes (`atb_…` is a valid realm
+            # name): the trail and its copies never hold it.
+            record["realm"] = "[redacted-api-key]"
         if self.token_expires_at is not None:
             record["token_expires_at"] = iso_time(self.token_expires_at)
         if self.first_time is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 
 from broker.keygen import new_key
-from stack import Stack, wait_for
+from stack import Stack, bearer, wait_for
 
 
 def test_a_broker_key_in_the_url_and_headers_is_redacted_from_the_logs(stack: Stack) -> None:
@@ -43,3 +43,19 @@ def test_a_key_shaped_request_id_is_not_taken(stack: Stack) -> None:
     stack.leak_watch.add(key)
     response = httpx.get(f"{broker.url}/healthz", headers={"X-Request-ID": key}, timeout=30)
     assert key != response.headers["x-request-id"]
+
+
+def test_a_key_sent_as_a_realm_name_stays_out_of_the_audit_trail(stack: Stack) -> None:
+    """A caller that puts a broker key where the realm name goes is refused as usual, and
+    the audit record (here its copy on stdout) names the realm by a marker, not the key."""
+    broker = stack.start_broker()
+    key = new_key()
+    stack.leak_watch.add(key)
+    response = httpx.get(
+        f"{broker.url}/v1/realms/{key}/token", headers=bearer(stack.keys.everything), timeout=30
+    )
+    broker.process.stop()
+    denied = [e for e in stack.audit_events(broker.process) if e["event"] == "token.denied"]
+    assert 404 == response.status_code
+    assert ["[redacted-api-key]"] == [e["realm"] for e in denied]
+    assert key not in broker.process.log_path.read_text()

@@ -90,3 +90,9 @@ def test_as_json_is_json_serialisable() -> None:
     event = AuditEvent(event="token.fetched", time=EPOCH, outcome="success", credential_version=4)
 
     assert 4 == json.loads(json.dumps(event.as_json()))["credential_version"]
+
+
+def test_a_key_shaped_realm_name_is_not_recorded() -> None:
+    """A realm name that is a broker API key (`atb_…`) is written as a marker."""
+    event = AuditEvent(event="token.denied", time=EPOCH, outcome="denied", realm="atb_" + "k" * 43)
+    assert "[redacted-api-key]" == event.as_json()["realm"]
