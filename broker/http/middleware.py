@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from broker.core.audit import API_KEY_PREFIX
 from broker.logs import bind_log_context
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -62,7 +63,7 @@ class RequestContextMiddleware:
                 candidate = value.decode("latin-1")
                 # A broker API key (`atb_…`) pasted as a request id would be copied into
                 # every log line and audit record of the request: never taken.
-                if _REQUEST_ID.match(candidate) and not candidate.startswith("atb_"):
+                if _REQUEST_ID.match(candidate) and not candidate.startswith(API_KEY_PREFIX):
                     request_id = candidate
             elif name == b"content-length" and value.isdigit():
                 declared_body = int(value)
