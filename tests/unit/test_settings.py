@@ -337,6 +337,8 @@ def test_allowed_idp_origin_that_is_not_an_origin_stops_start_up(
     assert message.startswith("BROKER_IDP_ALLOWED_ORIGINS: ")
     assert "\n" not in message
     assert "u:p" not in message
+
+
 # --- the listener's trust settings ---------------------------------------------------------
 
 
