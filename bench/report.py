@@ -11,9 +11,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from atlas_broker_dev.servers import find_bao, find_redis_server
 from bench.load import Summary
 from bench.scenarios import RefreshResult, StampedeRun, median
-from broker.devstack.servers import find_bao, find_redis_server
 
 NOTES_MARKER = "<!-- Notes below this line are written by hand; bench/run.py keeps them. -->"
 

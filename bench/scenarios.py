@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import httpx
 
+from atlas_broker_dev.processes import ManagedProcess, free_port
 from bench.load import (
     LoadResult,
     Summary,
@@ -29,7 +30,6 @@ from bench.load import (
 )
 from bench.procinfo import BrokerProcesses
 from bench.stack import CLIENT_ID, BenchStack, Realm
-from broker.devstack.processes import ManagedProcess, free_port
 
 T = TypeVar("T")
 

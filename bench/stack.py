@@ -21,9 +21,8 @@ from typing import Any
 import httpx
 import yaml
 
-from broker.core.policy import hash_key
-from broker.devstack.processes import ManagedProcess
-from broker.devstack.servers import (
+from atlas_broker_dev.processes import ManagedProcess
+from atlas_broker_dev.servers import (
     BrokerServer,
     DevIdP,
     OpenBao,
@@ -33,6 +32,7 @@ from broker.devstack.servers import (
     start_openbao,
     start_redis,
 )
+from broker.core.policy import hash_key
 
 CLIENT_ID = "atlas-bench"
 

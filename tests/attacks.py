@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from broker.devstack.processes import ManagedProcess, free_port
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.processes import ManagedProcess, free_port
+from atlas_broker_dev.servers import BrokerServer
 from stack import Stack
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from broker.core.policy import hash_key
-from broker.devstack.servers import (
+from atlas_broker_dev.servers import (
     DevIdP,
     OpenBao,
     RedisServer,
@@ -19,6 +18,7 @@ from broker.devstack.servers import (
     start_openbao,
     start_redis,
 )
+from broker.core.policy import hash_key
 from stack import CallerKeys, LeakWatch, Stack
 
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.devstack.processes import ManagedProcess, free_port, tcp_open
-from broker.devstack.servers import find_redis_server
+from atlas_broker_dev.processes import ManagedProcess, free_port, tcp_open
+from atlas_broker_dev.servers import find_redis_server
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import httpx
 
-from broker.devstack.processes import ManagedProcess
-from broker.devstack.servers import BrokerServer, DevIdP, OpenBao, RedisServer, start_broker
+from atlas_broker_dev.processes import ManagedProcess
+from atlas_broker_dev.servers import BrokerServer, DevIdP, OpenBao, RedisServer, start_broker
 
 
 @dataclass

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 
 AUDIENCE = "atlas-broker"
 

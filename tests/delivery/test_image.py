@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 from delivery.image_build import (
     build_image,
     ensure_base_image,

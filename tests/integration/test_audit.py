@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
+from atlas_broker_dev.servers import BrokerServer
 from audit_helpers import stream_events, wait_for_stream, with_request_ids
-from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
 from stack import CallerKeys, Stack, bearer
 

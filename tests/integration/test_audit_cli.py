@@ -12,8 +12,8 @@ import threading
 import httpx
 import pytest
 
+from atlas_broker_dev.servers import BrokerServer
 from audit_helpers import wait_for_stream
-from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
 from stack import Realm, Stack, bearer
 
@@ -161,6 +161,6 @@ def test_follow_prints_events_as_they_happen(
 
 
 def test_caller_without_the_role_is_told_so(broker: BrokerServer, keys: Keys) -> None:
-    """A plain caller's key: exit status 1 and the broker's 403 on stderr."""
+    """A plain caller's key: exit status 3 (denied) and the broker's 403 on stderr."""
     done = audit_cli(broker, keys.caller)
-    assert (1, True) == (done.returncode, "HTTP 403" in done.stderr)
+    assert (3, True) == (done.returncode, "HTTP 403" in done.stderr)

@@ -16,9 +16,9 @@ import httpx
 import pytest
 import redis
 
+from atlas_broker_dev.processes import free_port, tcp_open
+from atlas_broker_dev.servers import BrokerServer, RedisServer, start_redis
 from audit_helpers import wait_for_stream, with_request_ids
-from broker.devstack.processes import free_port, tcp_open
-from broker.devstack.servers import BrokerServer, RedisServer, start_redis
 from stack import Stack, bearer
 
 

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from stack import Stack, bearer
 
 PROBLEM = "application/problem+json"

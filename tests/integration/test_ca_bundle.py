@@ -14,8 +14,8 @@ import httpx
 import hvac
 import pytest
 
-from broker.devstack.processes import ManagedProcess, free_port
-from broker.devstack.servers import find_bao
+from atlas_broker_dev.processes import ManagedProcess, free_port
+from atlas_broker_dev.servers import find_bao
 from stack import Stack
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 from stack import Stack, bearer
 
 

@@ -20,9 +20,9 @@ from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2.rfc6749.errors import InvalidClientError
 from requests_oauthlib import OAuth2Session
 
+from atlas_broker_dev.processes import free_port
+from atlas_broker_dev.servers import BrokerServer
 from broker.core.policy import hash_key
-from broker.devstack.processes import free_port
-from broker.devstack.servers import BrokerServer
 from stack import Realm, Stack, bearer
 
 with warnings.catch_warnings():

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter, policy_path
 from stack import Realm, Stack, bearer
 from workload_issuer import SigningKey, WorkloadIssuer, tampered

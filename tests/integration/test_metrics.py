@@ -7,7 +7,7 @@ import signal
 import httpx
 import pytest
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 from stack import Stack
 
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 import redis
 
+from atlas_broker_dev.servers import start_openbao, start_redis
 from broker.core.backoff import max_attempts
-from broker.devstack.servers import start_openbao, start_redis
 from stack import Stack, wait_for
 
 

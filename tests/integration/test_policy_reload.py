@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter
 from stack import Realm, Stack, bearer
 

@@ -8,9 +8,9 @@ import time
 import httpx
 import pytest
 
+from atlas_broker_dev.processes import free_port
+from atlas_broker_dev.servers import BrokerServer
 from audit_helpers import wait_for_stream
-from broker.devstack.processes import free_port
-from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
 from stack import Realm, Stack, bearer
 

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
 from stack import Realm, Stack, bearer
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from broker.adapters.redis_connect import RedisEndpoint, parse_redis_url
-from broker.core import rules
-from broker.devstack.redis_topologies import (
+from atlas_broker_dev.redis_topologies import (
     RedisClusterSetup,
     RedisSentinelSetup,
     start_redis_cluster,
     start_redis_sentinel,
 )
+from broker.adapters.redis_connect import RedisEndpoint, parse_redis_url
+from broker.core import rules
 from broker.settings import SettingsError, load_settings
 from stack import Stack, bearer
 

@@ -22,14 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.client import (
+from atlas_broker_client import (
     BrokerAuth,
     BrokerConfigError,
     BrokerDenied,
     BrokerUnreachable,
 )
-from broker.devstack.processes import free_port
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.processes import free_port
+from atlas_broker_dev.servers import BrokerServer
 from stack import Realm, Stack
 
 ACCOUNTS = "/v2/accounts"

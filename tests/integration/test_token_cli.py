@@ -13,8 +13,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from broker.devstack.processes import free_port
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.processes import free_port
+from atlas_broker_dev.servers import BrokerServer
 from stack import Stack
 
 

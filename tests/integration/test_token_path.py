@@ -228,7 +228,7 @@ def test_idp_hanging_past_the_timeout_is_503(stack: Stack) -> None:
 
 def test_idp_unreachable_is_503(stack: Stack) -> None:
     """An IdP nobody listens for gives 503 with Retry-After."""
-    from broker.devstack.processes import free_port
+    from atlas_broker_dev.processes import free_port
 
     url = stack.start_broker(BROKER_IDP_URL=f"http://127.0.0.1:{free_port()}").url
     response = get_token(stack, url, stack.new_realm().name)
@@ -238,7 +238,7 @@ def test_idp_unreachable_is_503(stack: Stack) -> None:
 
 def test_vault_unreachable_is_503(stack: Stack) -> None:
     """With Vault unreachable and nothing cached, the answer is 503 with Retry-After."""
-    from broker.devstack.processes import free_port
+    from atlas_broker_dev.processes import free_port
 
     url = stack.start_broker(BROKER_VAULT_ADDR=f"http://127.0.0.1:{free_port()}").url
     response = get_token(stack, url, stack.new_realm().name)
@@ -248,7 +248,7 @@ def test_vault_unreachable_is_503(stack: Stack) -> None:
 
 def test_realm_token_url_in_vault_overrides_the_idp_url(stack: Stack) -> None:
     """A realm's `token_url` in Vault at an allowed origin is used instead of BROKER_IDP_URL."""
-    from broker.devstack.processes import free_port
+    from atlas_broker_dev.processes import free_port
 
     url = stack.start_broker(
         BROKER_IDP_URL=f"http://127.0.0.1:{free_port()}", BROKER_IDP_ALLOWED_ORIGINS=stack.idp.url

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 from stack import Stack, wait_for
 
 BROKER_POLICY = """

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import redis
 
-from broker.devstack.servers import RedisServer, start_redis
+from atlas_broker_dev.servers import RedisServer, start_redis
 from stack import Stack, bearer, wait_for
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
 from stack import Realm, Stack, bearer, wait_for
 

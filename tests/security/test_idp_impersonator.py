@@ -24,9 +24,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from atlas_broker_dev.processes import free_port
+from atlas_broker_dev.servers import DevIdP, start_dev_idp
 from broker.core.rules import token_key
-from broker.devstack.processes import free_port
-from broker.devstack.servers import DevIdP, start_dev_idp
 from stack import Realm, Stack
 from workload_issuer import SigningKey, WorkloadIssuer
 

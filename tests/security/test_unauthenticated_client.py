@@ -21,6 +21,7 @@ import pytest
 import redis
 from cryptography import x509
 
+from atlas_broker_dev.servers import BrokerServer
 from attacks import (
     closed_by_peer,
     connect,
@@ -29,7 +30,6 @@ from attacks import (
     serving_throughout,
     start_tls_broker,
 )
-from broker.devstack.servers import BrokerServer
 from callers import PolicyWriter, policy_path
 from stack import Realm, Stack, bearer, wait_for
 from tls_certs import CertificateAuthority, Issued

@@ -124,7 +124,7 @@ def test_refused_origin_is_audited_and_logged(stack: Stack, listener: CountingLi
 def test_listed_origin_is_honoured(stack: Stack) -> None:
     """A `token_url` at an origin listed in BROKER_IDP_ALLOWED_ORIGINS is used, even when
     BROKER_IDP_URL names another origin."""
-    from broker.devstack.processes import free_port
+    from atlas_broker_dev.processes import free_port
 
     broker = stack.start_broker(
         BROKER_IDP_URL=f"http://127.0.0.1:{free_port()}",

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter, policy_path
 from stack import Realm, Stack, bearer, wait_for
 from workload_issuer import WorkloadIssuer

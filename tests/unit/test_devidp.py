@@ -19,7 +19,7 @@ import httpx
 import jwt
 import pytest
 
-from broker.devidp import DevClient, IdPConfig, create_idp_app
+from atlas_broker_dev.idp import DevClient, IdPConfig, create_idp_app
 
 BASE_URL = "http://idp.test"
 TOKEN_URL = "/auth/realms/acme/protocol/openid-connect/token"
@@ -610,7 +610,9 @@ async def test_logs_never_contain_secrets_or_tokens(
             f"/_dev/realms/acme/clients/{CLIENT_ID}", json={"client_secret": "new-s3cret"}
         )
 
-    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("broker.devidp"))
+    ours = "\n".join(
+        r.getMessage() for r in caplog.records if r.name.startswith("atlas_broker_dev.idp")
+    )
     assert ours
     assert not [text for text in (SECRET, token, "new-s3cret") if text in ours]
 
@@ -619,14 +621,14 @@ async def test_logs_never_contain_secrets_or_tokens(
 
 
 def test_module_serves_on_a_free_port(tmp_path: Path) -> None:
-    """python -m broker.devidp --port 0 writes its port and answers real HTTP on loopback."""
+    """python -m atlas_broker_dev.idp --port 0 writes its port and answers real HTTP on loopback."""
     config = tmp_path / "idp.yaml"
     config.write_text(
         f"realms:\n  acme:\n    clients:\n      - client_id: {CLIENT_ID}\n"
         f"        client_secret: {SECRET}\n"
     )
     port_file, log = tmp_path / "port", tmp_path / "idp.log"
-    command = [sys.executable, "-m", "broker.devidp", "--host", "127.0.0.1", "--port", "0"]
+    command = [sys.executable, "-m", "atlas_broker_dev.idp", "--host", "127.0.0.1", "--port", "0"]
     command += ["--config", str(config), "--token-lifetime", "90", "--port-file", str(port_file)]
     with log.open("w") as stderr, subprocess.Popen(command, stderr=stderr) as process:
         try:
