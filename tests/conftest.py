@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from atlas_broker_dev.servers import (
     DevIdP,
@@ -18,7 +17,7 @@ from atlas_broker_dev.servers import (
     start_openbao,
     start_redis,
 )
-from broker.core.policy import hash_key
+from atlas_broker_dev.stack import Caller, write_policy
 from stack import CallerKeys, LeakWatch, Stack
 
 
@@ -54,9 +53,7 @@ def redis_server(stack_dir: Path) -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="session")
 def idp(stack_dir: Path) -> Iterator[DevIdP]:
-    config = stack_dir / "idp.yaml"
-    config.write_text(yaml.safe_dump({"token_lifetime": 3600, "realms": {}}))
-    server = start_dev_idp(stack_dir, config=config)
+    server = start_dev_idp(stack_dir, token_lifetime=3600)
     yield server
     server.process.stop()
 
@@ -70,29 +67,13 @@ def caller_keys(stack_dir: Path, leak_watch: LeakWatch) -> CallerKeys:
         policy_file=stack_dir / "policy.yaml",
     )
     leak_watch.add(keys.everything, keys.limited, keys.admin)
-    keys.policy_file.write_text(
-        yaml.safe_dump(
-            {
-                "callers": [
-                    {
-                        "name": "svc-all",
-                        "api_key_sha256": hash_key(keys.everything),
-                        "realms": ["*"],
-                    },
-                    {
-                        "name": "svc-limited",
-                        "api_key_sha256": hash_key(keys.limited),
-                        "realms": [CallerKeys.LIMITED_REALM],
-                    },
-                    {
-                        "name": "secops",
-                        "api_key_sha256": hash_key(keys.admin),
-                        "realms": ["*"],
-                        "roles": ["admin"],
-                    },
-                ]
-            }
-        )
+    write_policy(
+        keys.policy_file,
+        [
+            Caller("svc-all", keys.everything, realms=["*"]),
+            Caller("svc-limited", keys.limited, realms=[CallerKeys.LIMITED_REALM]),
+            Caller("secops", keys.admin, realms=["*"], roles=["admin"]),
+        ],
     )
     return keys
 

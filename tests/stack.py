@@ -1,22 +1,23 @@
-"""The test stack: realms seeded in OpenBao and the development IdP, broker processes,
-and the watch that keeps every secret the suite creates out of every log."""
+"""The test stack: the development distribution's stack builder (realms seeded in OpenBao
+and the development IdP, broker processes), plus the watch that keeps every secret the
+suite creates out of every log."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import secrets
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
 
 from atlas_broker_dev.processes import ManagedProcess
-from atlas_broker_dev.servers import BrokerServer, DevIdP, OpenBao, RedisServer, start_broker
+from atlas_broker_dev.servers import DevIdP, OpenBao, RedisServer
+from atlas_broker_dev.stack import LocalStack, Realm
+
+__all__ = ["CallerKeys", "LeakWatch", "Realm", "Stack", "bearer", "wait_for"]
 
 
 @dataclass
@@ -58,13 +59,6 @@ class LeakWatch:
         return leaks
 
 
-@dataclass
-class Realm:
-    name: str
-    client_id: str
-    client_secret: str
-
-
 def wait_for(predicate: Callable[[], bool], *, timeout: float, message: str) -> None:
     """Poll `predicate` until it holds; fail with `message` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -79,78 +73,44 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-@dataclass
-class Stack:
-    log_dir: Path
-    openbao: OpenBao
-    redis: RedisServer
-    idp: DevIdP
-    keys: CallerKeys
-    leak_watch: LeakWatch
-    processes: list[ManagedProcess] = field(default_factory=list)
+class Stack(LocalStack):
+    """The session's servers with the suite's callers; brokers per test (or module)."""
 
-    # -- realms -----------------------------------------------------------------------
-
-    def new_realm(self, prefix: str = "realm", *, in_vault: bool = True) -> Realm:
-        """A realm known to the IdP (and Vault), unique to the calling test."""
-        realm = Realm(
-            f"{prefix}-{uuid.uuid4().hex[:8]}", f"atlas-{prefix}", secrets.token_urlsafe(24)
+    def __init__(
+        self,
+        *,
+        log_dir: Path,
+        openbao: OpenBao,
+        redis: RedisServer,
+        idp: DevIdP,
+        keys: CallerKeys,
+        leak_watch: LeakWatch,
+    ) -> None:
+        super().__init__(
+            log_dir=log_dir,
+            openbao=openbao,
+            idp=idp,
+            redis_url=redis.url,
+            policy_file=keys.policy_file,
+            key_prefix="t",
         )
+        self.redis = redis
+        self.keys = keys
+        self.leak_watch = leak_watch
+
+    def add_realm(self, name: str, *, client_id: str, in_vault: bool = True) -> Realm:
+        realm = super().add_realm(name, client_id=client_id, in_vault=in_vault)
         self.leak_watch.add(realm.client_secret)
-        self.idp_control(
-            "PUT",
-            f"/realms/{realm.name}/clients/{realm.client_id}",
-            json={"client_secret": realm.client_secret},
-        )
-        if in_vault:
-            self.openbao.write_realm(
-                realm.name, {"client_id": realm.client_id, "client_secret": realm.client_secret}
-            )
         return realm
 
-    def idp_control(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return self.idp.control(method, path, **kwargs)
-
-    def idp_requests(self, realm: str) -> int:
-        return self.idp.token_requests(realm)
-
-    @contextlib.contextmanager
-    def token_lifetime(self, seconds: int) -> Iterator[None]:
-        """The development IdP issues tokens living `seconds` until the block ends."""
-        self.idp.set_token_lifetime(seconds)
-        try:
-            yield
-        finally:
-            self.idp.set_token_lifetime(3600)
-
-    def set_fault(self, realm: str, mode: str, **extra: Any) -> None:
-        self.idp_control("PUT", "/faults", json={"mode": mode, "realm": realm, **extra})
-
-    # -- brokers ----------------------------------------------------------------------
-
     def broker_env(self, **overrides: str) -> dict[str, str]:
-        env = {
-            "BROKER_VAULT_ADDR": self.openbao.addr,
-            "BROKER_VAULT_TOKEN": self.openbao.root_token,
-            "BROKER_IDP_URL": self.idp.url,
-            "BROKER_REDIS_URL": self.redis.url,
-            "BROKER_KEY_PREFIX": f"t-{uuid.uuid4().hex[:8]}",
-            "BROKER_POLICY_FILE": str(self.keys.policy_file),
-            "BROKER_LOG_LEVEL": "info",
-            "BROKER_AUDIT_SPOOL_DIR": str(self.log_dir / "spool"),
-        }
-        env.update(overrides)
-        return env
-
-    def start_broker(self, *, name: str = "broker", **env: str) -> BrokerServer:
-        server = start_broker(self.log_dir, env=self.broker_env(**env), name=name)
-        self.processes.append(server.process)
-        return server
-
-    def start_brokers(self, count: int, **env: str) -> list[BrokerServer]:
-        """`count` replicas sharing one key prefix (so one Redis namespace)."""
-        shared = self.broker_env(**env)
-        return [self.start_broker(name=f"broker-{i}", **shared) for i in range(count)]
+        return super().broker_env(
+            **{
+                "BROKER_LOG_LEVEL": "info",
+                "BROKER_AUDIT_SPOOL_DIR": str(self.log_dir / "spool"),
+                **overrides,
+            }
+        )
 
     def get_token(
         self, url: str, realm: str, key: str | None = None, **params: int
@@ -180,7 +140,3 @@ class Stack:
             if "outcome" in record and "event" in record:
                 events.append(record)
         return events
-
-    def close(self) -> None:
-        for process in reversed(self.processes):
-            process.stop()
