@@ -24,21 +24,25 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 
 WORKDIR /src
 
-# Only what the wheel is built from: the project metadata and the package, and the lock
-# of its runtime dependencies.
+# Only what the wheels are built from: the server's metadata and package, the lock of its
+# runtime dependencies, and the SDK (clients/python), which the `broker` command uses. The
+# development IdP and stack (dev/) stay out of the build context (.dockerignore), so out
+# of the image.
 COPY pyproject.toml README.md requirements.lock ./
 COPY broker/ broker/
+COPY clients/python/ clients/python/
 
-# Build the wheel from the source tree, then install the locked dependencies (exact
-# versions, every file checked against its hash, so two builds get the same bytes) and the
-# wheel into a virtual environment made without pip or setuptools. pip runs from a throwaway venv of
-# the builder (Debian's python3 has no pip of its own), so the runtime image carries no
-# installer. The final stage copies nothing else.
+# Build the server's and the SDK's wheels from the source tree, then install the locked
+# dependencies (exact versions, every file checked against its hash, so two builds get the
+# same bytes) and the two wheels into a virtual environment made without pip or
+# setuptools. pip runs from a throwaway venv of the builder (Debian's python3 has no pip of
+# its own), so the runtime image carries no installer. The final stage copies nothing else.
 RUN --mount=type=secret,id=pip-ca,required=false \
     set -eu; \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
     python3 -m venv /opt/pip; \
-    /opt/pip/bin/python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels .; \
+    /opt/pip/bin/python -m pip wheel --no-cache-dir --no-deps --wheel-dir /tmp/wheels \
+        . ./clients/python; \
     python3 -m venv --without-pip /opt/venv; \
     /opt/pip/bin/python -m pip --python /opt/venv/bin/python install --no-cache-dir \
         --require-hashes --no-deps -r requirements.lock; \

@@ -1,10 +1,10 @@
 """Shared pieces of the delivery tests: the Dockerfile's build context and an installed broker.
 
-`install_broker` mirrors the image's builder stage without a container engine: it copies
-the files the Dockerfile copies, builds the wheel from them, and installs it into a fresh
-virtual environment made without pip, exactly as the builder does for /opt/venv. Tests
-that need a runnable `broker` command use the session-scoped `broker_venv` fixture; the
-test modules import nothing from here, they take fixtures.
+`image_wheels` and `broker_venv` mirror the image's builder stage without a container
+engine: they copy the files the Dockerfile copies, build the server's and the SDK's wheels
+from them, and install those into a fresh virtual environment made without pip, exactly
+as the builder does for /opt/venv. The test modules import nothing from here, they take
+fixtures.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def copy_build_context(dest: Path) -> Path:
                 f"the Dockerfile copies {source}, which the repository lacks", pytrace=False
             )
         if origin.is_dir():
-            shutil.copytree(
-                origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.py[cod]")
-            )
+            # What .dockerignore leaves out below the copied folders.
+            ignored = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.egg-info", "tests")
+            shutil.copytree(origin, target, ignore=ignored)
         else:
             shutil.copy2(origin, target)
     return dest
@@ -90,31 +90,36 @@ def _run(command: list[str], *, cwd: Path | None = None) -> None:
         )
 
 
-def build_wheel(context: Path, wheel_dir: Path) -> Path:
-    """Build the project's wheel from `context` into `wheel_dir`; return its path."""
+def build_wheels(context: Path, wheel_dir: Path) -> list[Path]:
+    """Build the server's and the SDK's wheels from `context` into `wheel_dir`, as the
+    image's builder does; return their paths, the server's first."""
     _run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--wheel-dir", str(wheel_dir), "."],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--wheel-dir",
+            str(wheel_dir),
+            ".",
+            "./clients/python",
+        ],
         cwd=context,
     )
-    (wheel,) = wheel_dir.glob("atlas_token_broker-*.whl")
-    return wheel
+    (server,) = wheel_dir.glob("atlas_token_broker-*.whl")
+    (sdk,) = wheel_dir.glob("atlas_broker_client-*.whl")
+    return [server, sdk]
 
 
-def install_in_fresh_venv(wheel: Path, venv_dir: Path, lock: Path) -> Path:
-    """Install the locked dependencies (hash-checked) and `wheel` into a new venv without
+def install_in_fresh_venv(wheels: list[Path], venv_dir: Path, lock: Path) -> Path:
+    """Install the locked dependencies (hash-checked) and `wheels` into a new venv without
     pip, as the builder does; return the venv."""
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv_dir)])
     pip = [sys.executable, "-m", "pip", "--python", str(venv_dir / "bin" / "python"), "install"]
     _run([*pip, "--require-hashes", "--no-deps", "-r", str(lock)])
-    _run([*pip, "--no-deps", str(wheel)])
+    _run([*pip, "--no-deps", *map(str, wheels)])
     return venv_dir
-
-
-def install_broker(workdir: Path) -> Path:
-    """Do what the image's builder stage does under `workdir`; return the venv with `broker`."""
-    context = copy_build_context(workdir / "context")
-    wheel = build_wheel(context, workdir / "wheels")
-    return install_in_fresh_venv(wheel, workdir / "venv", context / "requirements.lock")
 
 
 @pytest.fixture(scope="session")
@@ -136,6 +141,21 @@ def builder_sources() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def broker_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A virtual environment holding the broker installed from its wheel, as in the image."""
-    return install_broker(tmp_path_factory.mktemp("image-build"))
+def image_context(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The files the Dockerfile's builder copies, in a folder of their own."""
+    return copy_build_context(tmp_path_factory.mktemp("image-context") / "context")
+
+
+@pytest.fixture(scope="session")
+def image_wheels(tmp_path_factory: pytest.TempPathFactory, image_context: Path) -> list[Path]:
+    """The server's and the SDK's wheels, built from the image's build context."""
+    return build_wheels(image_context, tmp_path_factory.mktemp("image-wheels"))
+
+
+@pytest.fixture(scope="session")
+def broker_venv(
+    tmp_path_factory: pytest.TempPathFactory, image_context: Path, image_wheels: list[Path]
+) -> Path:
+    """A virtual environment holding the broker installed from its wheels, as in the image."""
+    venv = tmp_path_factory.mktemp("image-build") / "venv"
+    return install_in_fresh_venv(image_wheels, venv, image_context / "requirements.lock")
