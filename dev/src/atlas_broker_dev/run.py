@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 import tempfile
@@ -59,6 +60,7 @@ def run_dev(*, port: int = 8080, check_only: bool = False, as_json: bool = False
     workdir = Path(tempfile.mkdtemp(prefix="atlas-broker-dev-"))
     servers: Servers | None = None
     stack: LocalStack | None = None
+    keep_logs = True
     try:
         servers = start_servers(workdir, redis=False)
         _say(f"OpenBao (dev mode) at {servers.openbao.addr}")
@@ -90,6 +92,7 @@ def run_dev(*, port: int = 8080, check_only: bool = False, as_json: bool = False
         else:
             print(f"curl -s -H 'Authorization: Bearer {caller.key}' {url}", flush=True)
         if check_only:
+            keep_logs = False  # nothing to look into: the check passed
             return 0
         _say("running; Ctrl-C stops everything")
         _wait_for_interrupt()
@@ -105,6 +108,8 @@ def run_dev(*, port: int = 8080, check_only: bool = False, as_json: bool = False
             stack.close()
         if servers is not None:
             servers.stop()
+        if not keep_logs:
+            shutil.rmtree(workdir, ignore_errors=True)
         _say("stopped")
 
 
