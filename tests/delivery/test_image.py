@@ -162,6 +162,19 @@ def test_runtime_image_carries_no_installer_or_compiler(image_server: ImageServe
     assert "[]" == found.strip()
 
 
+def test_image_holds_no_development_code(image_server: ImageServer) -> None:
+    """Neither the development IdP nor the dev stack is importable in the image."""
+    found = image_server.exec(
+        "python3",
+        "-c",
+        "import importlib.util;"
+        "print(sorted(m for m in ('atlas_broker_dev', 'broker.devidp', 'broker.devstack')"
+        " if importlib.util.find_spec(m.split('.')[0]) and importlib.util.find_spec(m)))",
+    )
+
+    assert "[]" == found.strip()
+
+
 def test_image_size_stays_within_budget(
     broker_image: str,
     capsys: pytest.CaptureFixture[str],
