@@ -70,10 +70,11 @@ def test_pip_trusts_the_ca_secret_only_when_it_is_given(dockerfile: Instructions
 def test_dockerignore_drops_local_state_but_keeps_the_sources(
     repo_root: Path, builder_sources: list[str]
 ) -> None:
-    """The build context leaves out venv, git, caches, tests and chart, not what is copied."""
+    """The build context leaves out venv, git, caches, tests, chart and the dev pieces, not
+    what is copied."""
     ignored = _dockerignore(repo_root)
 
-    assert {".venv", ".git", "tests", "bench", "helm", "**/__pycache__"} <= ignored
+    assert {".venv", ".git", "tests", "bench", "helm", "dev", "**/__pycache__"} <= ignored
     assert set() == {source.rstrip("/") for source in builder_sources} & ignored
 
 
