@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 import yaml
@@ -32,6 +33,17 @@ def test_the_entry_admits_the_printed_key(capsys: pytest.CaptureFixture[str]) ->
     assert ("billing-api", frozenset({"acme", "globex"}), frozenset({"auditor"})) == (
         (caller.name, caller.realms, caller.roles) if caller else None
     )
+
+
+def test_json_is_one_object_whose_entry_admits_the_key(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--json prints one JSON object: the key, and the entry that admits exactly it."""
+    status, out, _ = keygen("ci-bot", "--realms", "acme", "--json", capsys=capsys)
+    printed = json.loads(out)
+    policy = Policy.from_mapping({"callers": [printed["policy_entry"]]})
+    caller = policy.caller_for_key(printed["api_key"])
+    assert (0, 1, "ci-bot") == (status, len(out.splitlines()), caller.name if caller else None)
 
 
 def test_the_key_is_printed_once_and_stored_only_as_a_hash(
