@@ -73,6 +73,22 @@ def test_realms_shows_an_admin_each_realm_with_its_status(
     assert entry["expires_at"]
 
 
+def test_realms_table_has_a_header_and_a_row_per_realm(
+    module_stack: Stack, broker: BrokerServer
+) -> None:
+    """Without --json an admin gets a table: a header, and the served realm marked cached."""
+    realm = module_stack.new_realm("admin-cli")
+    assert 200 == module_stack.get_token(broker.url, realm.name).status_code
+
+    run = broker_cli("realms", url=broker.url, key=module_stack.keys.admin)
+
+    assert 0 == run.code, run.stderr
+    header, *rows = run.stdout.splitlines()
+    assert header.split()[:3] == ["REALM", "CACHED", "EXPIRES_AT"]
+    (row,) = [line for line in rows if line.split()[0] == realm.name]
+    assert ["yes", "1"] == [row.split()[1], row.split()[4]]
+
+
 def test_realms_prints_a_plain_callers_realm_names(
     module_stack: Stack, broker: BrokerServer
 ) -> None:
