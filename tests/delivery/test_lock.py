@@ -14,6 +14,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCK = REPO_ROOT / "requirements.lock"
 _PIN = re.compile(r"^([A-Za-z0-9._-]+)==([^\s;\\]+)")
 _DIRECT = "atlas-token-broker (pyproject.toml)"
+# Distributions of this repository: the image builds their wheels beside the server's, so
+# no index (and no lock) has them.
+_BUILT_HERE = {"atlas-broker-client"}
 
 
 def locked() -> dict[str, tuple[str, str]]:
@@ -32,6 +35,8 @@ def declared() -> dict[str, str]:
     pins = {}
     for line in project["dependencies"]:
         requirement = Requirement(line)
+        if canonicalize_name(requirement.name) in _BUILT_HERE:
+            continue
         (specifier,) = requirement.specifier
         pins[canonicalize_name(requirement.name)] = specifier.version
     return pins
