@@ -22,7 +22,7 @@ from broker.core.audit import iso_time
 _REDACTIONS = (
     # A JWT: three base64url segments, the first one a JSON header ("eyJ").
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted-jwt]"),
-    # A broker API key (broker/keygen.py), wherever it sits (a path, a header value).
+    # A broker API key (broker/cli/keygen.py), wherever it sits (a path, a header value).
     (re.compile(r"atb_[A-Za-z0-9_-]{43}(?![A-Za-z0-9_-])"), "[redacted-api-key]"),
     (re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 [redacted]"),
     (

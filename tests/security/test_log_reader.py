@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import httpx
 
-from broker.keygen import new_key
+from broker.cli.keygen import new_key
 from stack import Stack, bearer, wait_for
 
 
