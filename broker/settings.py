@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     idp_backoff_base: float = Field(default=1.0, gt=0, le=60)
     idp_backoff_max: float = Field(default=60.0, gt=0, le=3600)
 
+    # The Atlas API base for the forward proxy (a realm's secret may name its own api_url);
+    # a forwarded call's time limit, and the largest body forwarded.
+    api_url: str | None = None
+    forward_timeout: float = Field(default=30.0, gt=0, le=600)
+    forward_max_body: int = Field(default=10 << 20, ge=0, le=1 << 30)
+
     redis_url: str = "redis://localhost:6379/0"
     key_prefix: str = Field(default="atlas-broker", min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
 
@@ -106,7 +112,7 @@ class Settings(BaseSettings):
         # An empty variable (a chart value left blank) means "not configured".
         return None if value == "" else value
 
-    @field_validator("vault_addr", "idp_url")
+    @field_validator("vault_addr", "idp_url", "api_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
@@ -200,6 +206,12 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         parts = (p.strip() for p in self.trusted_proxies.split(","))
         return tuple(ipaddress.ip_network(part, strict=False) for part in parts if part)
+
+    @property
+    def allowed_api_origins(self) -> frozenset[str]:
+        """Every origin a realm's api_url may use: the IdP's allowed ones and BROKER_API_URL's."""
+        extra = {origin_of(self.api_url)} if self.api_url else set()
+        return self.allowed_idp_origins | extra
 
     @property
     def uses_memory_store(self) -> bool:

@@ -297,4 +297,5 @@ def _credentials(realm: str, response: dict[str, Any]) -> RealmCredentials:
         version=int(metadata.get("version") or 0),
         token_url=token_url if isinstance(token_url, str) and token_url else None,
         scope=scope if isinstance(scope, str) and scope else None,
+        api_url=api_url if isinstance(api_url := data.get("api_url"), str) and api_url else None,
     )

@@ -55,6 +55,11 @@ class AuditEvent:
     first_time: float | None = None
     last_time: float | None = None
     reasons: dict[str, int] | None = None
+    # A forwarded call (`api.forwarded`): what was sent to the API, without the query.
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    duration_ms: float | None = None
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def as_json(self) -> dict[str, Any]:

@@ -7,6 +7,8 @@
     │   ├── RealmNotFound               404  no credentials for the realm in the secret source
     │   ├── InvalidRequest              422  malformed realm, min_ttl, ...
     │   │   └── MinTtlUnsatisfiable     422  even a fresh token lives shorter than min_ttl
+    │   ├── ForwardPathRefused          400  a forward path that could leave the API's base URL
+    │   ├── BodyTooLarge                413  a forwarded body beyond BROKER_FORWARD_MAX_BODY
     │   ├── RequestTooLarge             431  headers beyond the limit
     │   └── RateLimited                 429  the caller exceeded its rate
     └── UpstreamError                   a dependency failed (5xx)
@@ -19,6 +21,9 @@
         ├── StoreUnavailable            503  Redis failed (the core falls back; rarely surfaces)
         ├── RealmUnsettled              503  the realm was evicted or rotated during every fetch
         ├── JwksUnavailable             503  a workload issuer's keys cannot be fetched
+        ├── ApiNotConfigured            503  forwarding asked for, but no API base URL is set
+        ├── ApiUnreachable              502  the Atlas API cannot be reached (forward proxy)
+        ├── ApiTimeout                  504  the Atlas API did not answer in time
         └── AuditUnavailable            503  BROKER_AUDIT_REQUIRED and no durable audit record
 
 `detail` is shown to callers: it never contains a token, a secret or a caller's key.
@@ -86,6 +91,21 @@ class RequestTooLarge(CallerError):
     status = 431
     slug = "request-header-fields-too-large"
     title = "Request header fields too large"
+
+
+class ForwardPathRefused(CallerError):
+    """A forward path that could reach anything but the API's base URL (encoded slashes,
+    dot segments, backslashes, user info, a second host): nothing is sent."""
+
+    status = 400
+    slug = "forward-path-refused"
+    title = "The path would leave the API's base URL"
+
+
+class BodyTooLarge(CallerError):
+    status = 413
+    slug = "body-too-large"
+    title = "The request body is larger than the broker forwards"
 
 
 class RateLimited(CallerError):
@@ -180,3 +200,20 @@ class AuditUnavailable(UpstreamError):
     default_retry_after = 5
     slug = "audit-unavailable"
     title = "The audit trail cannot record the request"
+
+
+class ApiNotConfigured(UpstreamError):
+    status = 503
+    slug = "api-not-configured"
+    title = "No Atlas API base URL is configured for the realm"
+
+
+class ApiUnreachable(UpstreamError):
+    slug = "api-unreachable"
+    title = "The Atlas API cannot be reached"
+
+
+class ApiTimeout(UpstreamError):
+    status = 504
+    slug = "api-timeout"
+    title = "The Atlas API did not answer in time"

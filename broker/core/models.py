@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -20,6 +21,7 @@ class RealmCredentials:
     version: int
     token_url: str | None = None
     scope: str | None = None
+    api_url: str | None = None  # the realm's Atlas API base, overriding BROKER_API_URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +106,25 @@ class RealmStatus:
     last_refresh: float | None
     credential_version: int | None
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRequest:
+    """A request the forward proxy sends to the Atlas API. `body` is bytes when buffered
+    (so it can be sent again), an async iterator of chunks when streamed, or None."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes | AsyncIterator[bytes] | None = None
+
+
+@dataclass(slots=True)
+class ApiResponse:
+    """The API's answer: status and headers read, the body still to be streamed
+    (`body` yields raw chunks as received; `aclose` releases the connection)."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: AsyncIterator[bytes]
+    aclose: Callable[[], Awaitable[None]]

@@ -7,7 +7,15 @@ from typing import Protocol
 
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditPage, AuditQuery
-from broker.core.models import AccessToken, Backoff, Cached, Invalidation, RealmCredentials
+from broker.core.models import (
+    AccessToken,
+    ApiRequest,
+    ApiResponse,
+    Backoff,
+    Cached,
+    Invalidation,
+    RealmCredentials,
+)
 from broker.core.policy import JwtIssuerSpec, RateLimit, WorkloadIdentity
 
 
@@ -146,4 +154,13 @@ class RateLimiter(Protocol):
     async def acquire(self, caller: str, limit: RateLimit) -> float:
         """Count one request of `caller`: 0 when within `limit`, else the seconds until
         a request would be allowed again (the request is then not counted)."""
+        ...
+
+
+class ApiClient(Protocol):
+    """The Atlas API, as the forward proxy calls it (pooled keep-alive connections)."""
+
+    async def send(self, request: ApiRequest) -> ApiResponse:
+        """Send `request`; the answer's body is left to stream. Raises ApiUnreachable or
+        ApiTimeout (never a foreign exception)."""
         ...

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from broker import __version__
+from broker.adapters.atlas_api import HttpxApiClient, create_api_client
 from broker.adapters.audit_fanout import FanOutAuditSink, open_audit_file
 from broker.adapters.audit_log import JsonLinesAuditSink
 from broker.adapters.audit_losses import AuditLossCollector
@@ -31,6 +32,7 @@ from broker.adapters.vault import VaultAuth, VaultSecretSource
 from broker.adapters.workload_jwt import JwksWorkloadVerifier
 from broker.core.broker import BrokerTimings, TokenBroker
 from broker.core.catalog import RealmCatalog
+from broker.core.forwarding import Forwarder, ForwardLimits
 from broker.core.identity import Gatekeeper
 from broker.core.origins import plain_http_remote
 from broker.core.ports import AuditSink, AuditTrail, RateLimiter, TokenStore
@@ -41,7 +43,7 @@ from broker.http.metrics import HttpMetricsMiddleware, metrics_listener
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.openapi import install_openapi, operation_id
 from broker.http.problems import install_problem_handlers
-from broker.http.routes import admin, audit, health, oauth, realms, tokens
+from broker.http.routes import admin, audit, forward, gateway, health, oauth, realms, tokens
 from broker.http.state import AppState
 from broker.logs import set_trace_ids
 from broker.settings import Settings, load_settings
@@ -212,6 +214,19 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             stack.push_async_callback(gate.flush_refusals)
             tasks.start("refusal-audit", gate.run_refusal_audit)
             catalog = RealmCatalog(secrets=secrets, statuses=broker.realm_statuses)
+            api = HttpxApiClient(create_api_client(timeout=settings.forward_timeout))
+            stack.push_async_callback(api.aclose)
+            forwarder = Forwarder(
+                broker=broker,
+                secrets=secrets,
+                store=store,
+                api=api,
+                audit=audit,
+                clock=clock,
+                api_url=settings.api_url,
+                allowed_origins=settings.allowed_api_origins,
+                limits=ForwardLimits(max_body=settings.forward_max_body),
+            )
             yield {
                 "app": AppState(
                     settings=settings,
@@ -223,6 +238,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                     health=health,
                     metrics=metrics,
                     tasks=tasks,
+                    forwarder=forwarder,
                 )
             }
 
@@ -244,6 +260,8 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     install_problem_handlers(app)
     install_openapi(app)
     app.include_router(tokens.router)
+    app.include_router(forward.router)
+    app.include_router(gateway.router)
     app.include_router(oauth.router)
     app.include_router(admin.router)
     app.include_router(realms.router)

@@ -9,6 +9,7 @@ from broker.adapters.policy_file import PolicyFile
 from broker.adapters.prometheus import BrokerMetrics
 from broker.core.broker import TokenBroker
 from broker.core.catalog import RealmCatalog
+from broker.core.forwarding import Forwarder
 from broker.core.identity import Gatekeeper
 from broker.core.ports import AuditTrail
 from broker.core.supervisor import TaskSupervisor
@@ -34,3 +35,4 @@ class AppState:
     health: DependencyMonitor
     metrics: BrokerMetrics
     tasks: TaskSupervisor
+    forwarder: Forwarder | None = None

@@ -1,0 +1,97 @@
+"""`/v1/realms/{realm}/forward/{path}`: a caller's request sent on to the Atlas API with
+the realm's token, which the caller never sees (`broker.core.forwarding`)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import StreamingResponse
+
+from broker.core.errors import ApiNotConfigured, ForwardPathRefused
+from broker.core.forwarding import IncomingRequest
+from broker.core.models import ApiResponse
+from broker.http.deps import CallerDep, app_state_of, request_context
+from broker.http.problems import problem_responses
+from broker.http.routes.tokens import RealmPath
+
+router = APIRouter(tags=["forward"])
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+ForwardPath = Annotated[
+    str,
+    Path(
+        description="The API path below the realm's API base URL, percent-encoded; "
+        "encoded slashes, dot segments, backslashes and '@' are refused.",
+        examples=["api/v1/accountreports"],
+    ),
+]
+
+
+async def forward(
+    realm: RealmPath, path: ForwardPath, caller: CallerDep, request: Request
+) -> Response:
+    """Send the request on to `{api_url}/{path}?{query}` with the realm's token; the
+    API's status, headers and body come back as they are."""
+    forwarder = app_state_of(request).forwarder
+    if forwarder is None:  # an app state built without one (never by the app factory)
+        raise ApiNotConfigured("the forward proxy is not set up on this broker")
+    response = await forwarder.forward(
+        caller, realm, _incoming(request, realm), ctx=request_context(request)
+    )
+    streamed = StreamingResponse(_body(response), status_code=response.status)
+    streamed.raw_headers = [
+        (name.lower().encode("latin-1"), value.encode("latin-1"))
+        for name, value in response.headers
+    ]
+    return streamed
+
+
+def _incoming(request: Request, realm: str) -> IncomingRequest:
+    # The path as it was on the wire: the routed one is already percent-decoded, and an
+    # encoded slash must be seen to be refused.
+    raw = request.scope.get("raw_path") or request.url.path.encode()
+    raw_path = raw.decode("latin-1")
+    prefix = f"/v1/realms/{realm}/forward/"
+    if not raw_path.startswith(prefix):
+        raise ForwardPathRefused("the forward path must follow /v1/realms/{realm}/forward/")
+    length = request.headers.get("content-length")
+    has_body = length not in (None, "0") or "transfer-encoding" in request.headers
+    return IncomingRequest(
+        method=request.method,
+        raw_path=raw_path[len(prefix) :],
+        raw_query=request.scope.get("query_string", b"").decode("latin-1"),
+        headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+        body=_request_body(request) if has_body else None,
+        content_length=int(length) if length is not None and length.isdigit() else None,
+    )
+
+
+async def _request_body(request: Request) -> AsyncIterator[bytes]:
+    async for chunk in request.stream():
+        if chunk:
+            yield chunk
+
+
+async def _body(response: ApiResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.body:
+            yield chunk
+    finally:
+        await response.aclose()  # the connection goes back to the pool
+
+
+for _method in METHODS:
+    router.add_api_route(
+        "/v1/realms/{realm}/forward/{path:path}",
+        forward,
+        methods=[_method],
+        name=f"forward_{_method.lower()}",
+        summary=f"Forward a {_method} request to the Atlas API with the realm's token",
+        response_class=Response,
+        responses={
+            200: {"description": "The API's answer, whatever its status, as the API sent it."},
+            **problem_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
+        },
+    )
