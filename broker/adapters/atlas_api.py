@@ -8,6 +8,7 @@ into the broker's (`ApiTimeout` 504, `ApiUnreachable` 502), with the cause chain
 from __future__ import annotations
 
 import contextlib
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -25,6 +26,9 @@ def create_api_client(*, timeout: float, max_connections: int = 200) -> httpx.As
         # A redirect goes back to the caller as it is: following it could leave the API.
         follow_redirects=False,
         trust_env=False,  # no proxy or .netrc from the environment
+        # No cookie jar: the API's Set-Cookie belongs to the caller that got it, and must
+        # never ride along on another caller's request.
+        cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
     )
     # httpx adds its own Accept, Accept-Encoding and User-Agent; the API should see the
     # caller's (an Accept-Encoding the caller did not send would give it a body it
