@@ -8,8 +8,8 @@ into the broker's (`ApiTimeout` 504, `ApiUnreachable` 502), with the cause chain
 from __future__ import annotations
 
 import contextlib
-from http.cookiejar import CookieJar, DefaultCookiePolicy
 from collections.abc import AsyncIterator, Iterator
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 

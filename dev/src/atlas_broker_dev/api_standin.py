@@ -6,8 +6,8 @@ Not for production.
 - any path: 401 unless the request carries ``Authorization: Bearer <JWT>`` signed by a key
   of the development IdP's realm named in its ``iss`` (JWKS fetched from the IdP, only
   from ``--idp-url``); else 200 with a JSON echo of what arrived (method, raw path, query,
-  headers, body length and SHA-256, the token's SHA-256 in place of the token), two ``Set-Cookie`` headers and
-  the request's ``X-Request-ID``;
+  headers, body length and SHA-256, the token's SHA-256 in place of the token), two
+  ``Set-Cookie`` headers and the request's ``X-Request-ID``;
 - ``/redirect-away``: a 302 to another host (a proxy must not follow it);
 - ``/_standin/stats``: how many API requests arrived (controls are not counted);
 - ``PUT /_standin/reject?count=N``: the next N requests get 401 whatever their token
@@ -20,9 +20,9 @@ import argparse
 import hashlib
 import json
 import sys
-from pathlib import Path
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
