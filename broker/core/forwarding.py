@@ -60,7 +60,8 @@ _NOT_FORWARDED = HOP_BY_HOP | {
     "expect",
     "x-request-id",  # replaced by the request's (validated) id
 }
-_NOT_RETURNED = HOP_BY_HOP | {"x-request-id"}  # the broker's middleware sets the id
+# The broker's server sets its own Date and Server, its middleware the request id.
+_NOT_RETURNED = HOP_BY_HOP | {"x-request-id", "date", "server"}
 
 
 @dataclass(frozen=True, slots=True)

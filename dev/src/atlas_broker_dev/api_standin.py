@@ -90,7 +90,7 @@ def create_standin_app(state: StandInState) -> Callable[[Scope, Receive, Send], 
         if not valid:
             await _answer(send, 401, {"error": "invalid_token"}, [])
             return
-        if path == "/redirect-away":
+        if path.endswith("/redirect-away"):
             await _answer(send, 302, {}, [(b"location", b"http://127.0.0.2:9/elsewhere")])
             return
         # The token itself stays here, as a real API keeps it: only its hash is echoed.
