@@ -12,10 +12,12 @@ from forwarding import BASE_PATH, ForwardSetup, forward_setup, sha256
 
 from stack import Stack, bearer
 
+TIMEOUT = 3  # BROKER_FORWARD_TIMEOUT of this module's broker
+
 
 @pytest.fixture(scope="module")
 def fwd(module_stack: Stack) -> Iterator[ForwardSetup]:
-    with forward_setup(module_stack) as setup:
+    with forward_setup(module_stack, BROKER_FORWARD_TIMEOUT=str(TIMEOUT)) as setup:
         yield setup
 
 
@@ -211,4 +213,38 @@ def test_unreachable_api_is_a_502_problem(fwd: ForwardSetup) -> None:
         response.status_code,
         response.headers["content-type"],
         response.json()["type"].rsplit("/", 1)[-1],
+    )
+
+
+def test_api_slower_than_the_timeout_is_a_504_problem(fwd: ForwardSetup, realm: str) -> None:
+    """An API answering after BROKER_FORWARD_TIMEOUT gets 504 api-timeout."""
+    response = _forward(fwd, "GET", realm, f"api/slow?s={TIMEOUT * 3}")
+
+    assert (504, "api-timeout") == (
+        response.status_code,
+        response.json()["type"].rsplit("/", 1)[-1],
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "below"), [("GET", ""), ("POST", "/api/v1/orders"), ("DELETE", "/x")]
+)
+def test_gateway_answers_an_allowed_caller_with_the_token_header(
+    fwd: ForwardSetup, realm: str, method: str, below: str
+) -> None:
+    """The gateway route, for any method and any path below it, answers an allowed
+    caller 200 with an empty body and the realm's token as `Authorization: Bearer`."""
+    token = fwd.stack.get_token(fwd.broker.url, realm).json()["access_token"]
+
+    response = httpx.request(
+        method,
+        f"{fwd.broker.url}/v1/realms/{realm}/gateway{below}",
+        headers=bearer(fwd.stack.keys.everything),
+        timeout=30,
+    )
+
+    assert (200, b"", f"Bearer {token}") == (
+        response.status_code,
+        response.content,
+        response.headers.get("authorization"),
     )

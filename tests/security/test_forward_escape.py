@@ -229,3 +229,23 @@ def test_api_redirect_is_returned_not_followed(fwd: ForwardSetup, realm: str) ->
         response.headers["location"],
         fwd.api.requests(),
     )
+
+
+def test_realm_api_url_at_a_foreign_origin_is_refused_with_nothing_sent(
+    fwd: ForwardSetup,
+) -> None:
+    """A realm secret naming an api_url outside the allowed origins (someone who can write
+    Vault) gets 502 and the token goes nowhere; the stand-in at an allowed origin sees no
+    request either."""
+    realm = fwd.realm_with_api_url("http://127.0.0.2:9/steal")
+    before = fwd.api.requests()
+
+    response = httpx.get(
+        fwd.forward_url(realm.name, "api/x"), headers=bearer(fwd.stack.keys.everything), timeout=30
+    )
+
+    assert (502, "idp-origin-not-allowed", before) == (
+        response.status_code,
+        response.json()["type"].rsplit("/", 1)[-1],
+        fwd.api.requests(),
+    )

@@ -8,7 +8,8 @@ Not for production.
   from ``--idp-url``); else 200 with a JSON echo of what arrived (method, raw path, query,
   headers, body length and SHA-256, the token's SHA-256 in place of the token), two
   ``Set-Cookie`` headers and the request's ``X-Request-ID``;
-- ``/redirect-away``: a 302 to another host (a proxy must not follow it);
+- ``…/slow?s=N``: the answer after N seconds;
+- ``…/redirect-away``: a 302 to another host (a proxy must not follow it);
 - ``/_standin/stats``: how many API requests arrived (controls are not counted);
 - ``PUT /_standin/reject?count=N``: the next N requests get 401 whatever their token
   (``-1``: every one), as an API that has stopped accepting a token would.
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import anyio.to_thread
 import httpx
 import jwt
@@ -90,6 +92,8 @@ def create_standin_app(state: StandInState) -> Callable[[Scope, Receive, Send], 
         if not valid:
             await _answer(send, 401, {"error": "invalid_token"}, [])
             return
+        if path.endswith("/slow"):
+            await anyio.sleep(float(parse_qs(scope["query_string"].decode()).get("s", ["5"])[0]))
         if path.endswith("/redirect-away"):
             await _answer(send, 302, {}, [(b"location", b"http://127.0.0.2:9/elsewhere")])
             return
