@@ -10,6 +10,7 @@ import httpx
 import pytest
 from forwarding import BASE_PATH, ForwardSetup, forward_setup, sha256
 
+from atlas_broker_client import AsyncForwardTransport, ForwardTransport
 from stack import Stack, bearer
 
 TIMEOUT = 3  # BROKER_FORWARD_TIMEOUT of this module's broker
@@ -247,4 +248,36 @@ def test_gateway_answers_an_allowed_caller_with_the_token_header(
         response.status_code,
         response.content,
         response.headers.get("authorization"),
+    )
+
+
+def test_sdk_transport_sends_requests_through_the_forward_route(
+    fwd: ForwardSetup, realm: str
+) -> None:
+    """An httpx client on the SDK's ForwardTransport reaches the API by path alone, with
+    the realm's token attached by the broker, and never holds a token."""
+    transport = ForwardTransport(fwd.broker.url, realm, api_key=fwd.stack.keys.everything)
+    with httpx.Client(base_url="https://atlas.invalid", transport=transport) as client:
+        response = client.get("/api/v1/accountreports", params={"year": 2026})
+
+    echo = response.json()
+    assert (200, f"{BASE_PATH}/api/v1/accountreports", "year=2026") == (
+        response.status_code,
+        echo["raw_path"],
+        echo["query"],
+    )
+
+
+async def test_sdk_async_transport_posts_through_the_forward_route(
+    fwd: ForwardSetup, realm: str
+) -> None:
+    """The async transport forwards a POST body intact."""
+    transport = AsyncForwardTransport(fwd.broker.url, realm, api_key=fwd.stack.keys.everything)
+    async with httpx.AsyncClient(base_url="https://atlas.invalid", transport=transport) as client:
+        response = await client.post("/api/v1/orders", content=b"0123456789")
+
+    assert (200, 10, sha256(b"0123456789")) == (
+        response.status_code,
+        response.json()["body_length"],
+        response.json()["body_sha256"],
     )

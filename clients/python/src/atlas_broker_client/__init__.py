@@ -8,6 +8,8 @@
 `BrokerAuth` caches the realm's token in the process and renews it `min_ttl` seconds
 before expiry. `BrokerClient` speaks the rest of the broker's API (realms, rotation,
 eviction, the audit trail) one request at a time; the `broker` command is built on it.
+`ForwardTransport` / `AsyncForwardTransport` send httpx requests through the broker's
+forward proxy instead, so the service never holds a token at all.
 It depends on httpx only; requests is used when requests calls it.
 """
 
@@ -25,10 +27,12 @@ from atlas_broker_client.errors import (
     BrokerUnreachable,
     BrokerUpstreamError,
 )
+from atlas_broker_client.forward import AsyncForwardTransport, ForwardTransport
 
 __all__ = [
     "DEFAULT_BROKER_URL",
     "DEFAULT_MIN_TTL",
+    "AsyncForwardTransport",
     "AuditFilters",
     "AuditPage",
     "BrokerAuth",
@@ -41,6 +45,7 @@ __all__ = [
     "BrokerToken",
     "BrokerUnreachable",
     "BrokerUpstreamError",
+    "ForwardTransport",
     "RealmInfo",
     "__version__",
     "is_valid_realm",
