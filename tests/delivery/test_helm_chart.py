@@ -743,3 +743,26 @@ def test_rendering_enforces_the_schema() -> None:
     """Rendering with invalid values fails, as `helm install` would."""
     with pytest.raises(helm.HelmValuesError):
         _render(_with(vault={"auth": {"method": "ldap"}}))
+
+
+def test_forward_proxy_settings_and_api_egress_are_rendered() -> None:
+    """broker.apiUrl and the forward limits become BROKER_* variables, and the
+    NetworkPolicy gains an egress rule to the API's destinations on its ports."""
+    values = copy.deepcopy(SCENARIOS["kubernetes-auth-fixed-replicas"])
+    values["broker"].update(
+        {"apiUrl": "https://api.is2.app", "forwardTimeout": 20, "forwardMaxBody": 1048576}
+    )
+    values["networkPolicy"]["egress"]["api"] = {"cidrs": ["198.51.100.0/24"], "ports": [443]}
+
+    env = _env(values)
+    egress = _one(_render(values), "NetworkPolicy")["spec"]["egress"]
+
+    assert ("https://api.is2.app", "20", "1048576") == (
+        env["BROKER_API_URL"],
+        env["BROKER_FORWARD_TIMEOUT"],
+        env["BROKER_FORWARD_MAX_BODY"],
+    )
+    assert {
+        "ports": [{"port": 443, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}],
+    } == egress[-1]
