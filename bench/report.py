@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Results:
     rest_supervisor_rss: int | None = None
     load_rss: list[int] = field(default_factory=list)
     startup: list[float] = field(default_factory=list)
+    forward: list[Summary] = field(default_factory=list)
     plot: Path | None = None
 
 
@@ -175,7 +177,48 @@ def summary_table(results: Results) -> str:
                 f"  {s.target:8} {s.rps:10,.0f} req/s  p50 {s.p50_ms:7.2f} ms  "
                 f"p99 {s.p99_ms:7.2f} ms  errors {s.errors}"
             )
+    if results.forward:
+        lines.append("")
+        lines.append(f"forward proxy and gateway ({results.connections} connections)")
+        for s in results.forward:
+            lines.append(
+                f"  {s.target:12} {s.rps:10,.0f} req/s  p50 {s.p50_ms:7.2f} ms  "
+                f"p99 {s.p99_ms:7.2f} ms  errors {s.errors}"
+            )
     return "\n".join(lines)
+
+
+def _forward_section(results: Results, add: Callable[[str], None]) -> None:
+    by = _by_name(results.forward)
+    add("## Forward proxy and gateway")
+    add("")
+    add(
+        f"Closed loop, {results.connections} keep-alive connections, the four targets "
+        f"alternated in {results.rounds} round(s) of {results.duration:g} s (medians over the "
+        "rounds). *api direct*: the API stand-in (`atlas_broker_dev.api_standin`, which "
+        "verifies the RS256 token on every request) called with a token; *forward*: the same "
+        "call through `/v1/realms/{realm}/forward/…`; *token route* and *gateway*: "
+        "`/v1/realms/{realm}/token` and `/v1/realms/{realm}/gateway` on a cached token."
+    )
+    add("")
+    add("| target | requests/s | p50 ms | p99 ms | requests | errors |")
+    add("|---|---:|---:|---:|---:|---:|")
+    for s in results.forward:
+        add(
+            f"| {s.target} | {s.rps:,.0f} | {_ms(s.p50_ms)} | {_ms(s.p99_ms)} | "
+            f"{s.requests:,} | {s.errors} |"
+        )
+    add("")
+    direct, forward = by["api direct"], by["forward"]
+    token, gateway = by["token route"], by["gateway"]
+    add(
+        f"Forward overhead: p50 +{forward.p50_ms - direct.p50_ms:.2f} ms, "
+        f"p99 +{forward.p99_ms - direct.p99_ms:.2f} ms over the direct call "
+        f"({forward.rps / direct.rps:.2f}x its requests/s). Gateway vs token route: "
+        f"{gateway.rps / token.rps:.2f}x requests/s, p99 {gateway.p99_ms:.2f} ms vs "
+        f"{token.p99_ms:.2f} ms."
+    )
+    add("")
 
 
 # -- markdown -----------------------------------------------------------------------------
@@ -264,6 +307,8 @@ def markdown(results: Results, *, plot_name: str | None, notes: str) -> str:
         for i in range(results.rounds):
             add(f"| {i + 1} | " + " | ".join(f"{s.rounds[i].rps:,.0f}" for s in summaries) + " |")
         add("")
+    if results.forward:
+        _forward_section(results, add)
     if results.stampede:
         add("## Stampede")
         add("")

@@ -21,6 +21,7 @@ import httpx
 if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from atlas_broker_dev.api_standin import start_api_standin
 from bench import report, scenarios
 from bench.load import wrk_available
 from bench.procinfo import BrokerProcesses
@@ -28,6 +29,7 @@ from bench.procinfo import available as proc_available
 from bench.stack import BenchStack, bench_stack
 
 ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("hot", "forward", "stampede", "refresh", "startup")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
         "--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="report path"
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the process logs")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCENARIOS,
+        default=list(SCENARIOS),
+        help="run only these scenarios (default: all)",
+    )
     return parser
 
 
@@ -79,6 +88,27 @@ async def measure(stack: BenchStack, args: argparse.Namespace, results: report.R
     if "wrk" in generators and not wrk_available():
         raise SystemExit("bench: --generator wrk needs wrk on PATH (apt-get install wrk)")
 
+    if "hot" in args.only:
+        await _hot(stack, args, results, generators)
+    if "forward" in args.only:
+        await _forward(stack, args, results)
+    if "stampede" in args.only:
+        await _stampede(stack, args, results)
+    if "refresh" in args.only:
+        _say(f"refresh: {args.lifetimes} lifetimes of {args.lifetime} s")
+        results.refresh = await scenarios.refresh_ahead(
+            stack, lifetime=args.lifetime, lifetimes=args.lifetimes, callers=8, pace=0.02
+        )
+    if "startup" in args.only:
+        _say(f"start-up: {args.startups} fresh broker(s)")
+        results.startup = await asyncio.to_thread(
+            scenarios.startup_seconds, stack, attempts=args.startups
+        )
+
+
+async def _hot(
+    stack: BenchStack, args: argparse.Namespace, results: report.Results, generators: list[str]
+) -> None:
     _say(f"hot path: starting a broker with {args.workers} worker(s)")
     hot_broker = stack.start_broker(name="broker-hot")
     realm = stack.new_realm("hot")
@@ -108,6 +138,39 @@ async def measure(stack: BenchStack, args: argparse.Namespace, results: report.R
     hot_broker.process.stop()
     stack.processes.remove(hot_broker.process)
 
+
+async def _forward(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
+    _say("forward proxy and gateway: the API stand-in and a broker forwarding to it")
+    api = start_api_standin(stack.workdir, idp_url=stack.idp.url)
+    try:
+        broker = stack.start_broker(name="broker-forward", BROKER_API_URL=api.url)
+        realm = stack.new_realm("forward")
+        async with httpx.AsyncClient(timeout=30) as client:
+            response = await client.get(
+                f"{broker.url}/v1/realms/{realm.name}/token",
+                headers={"Authorization": f"Bearer {stack.caller_key}"},
+            )
+            response.raise_for_status()
+        targets = scenarios.forward_targets(
+            stack, broker.url, realm, api_url=api.url, token=response.json()["access_token"]
+        )
+        _say(f"forward: {args.rounds} round(s) x 4 targets x {args.duration:g} s")
+        results.forward = await scenarios.hot_path(
+            targets,
+            generator="python",
+            connections=args.connections,
+            duration=args.duration,
+            rounds=args.rounds,
+            workdir=stack.workdir,
+            sampler=scenarios.MemorySampler(BrokerProcesses.of(broker.process.proc.pid)),  # type: ignore[union-attr]
+        )
+        broker.process.stop()
+        stack.processes.remove(broker.process)
+    finally:
+        api.process.stop()
+
+
+async def _stampede(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
     _say(f"stampede: 3 replicas, {args.callers} callers, {args.stampede_runs} run(s)")
     shared = stack.broker_env()
     replicas = [stack.start_broker(name=f"broker-replica-{i}", **shared) for i in range(3)]
@@ -117,16 +180,6 @@ async def measure(stack: BenchStack, args: argparse.Namespace, results: report.R
     for replica in replicas:
         replica.process.stop()
         stack.processes.remove(replica.process)
-
-    _say(f"refresh: {args.lifetimes} lifetimes of {args.lifetime} s")
-    results.refresh = await scenarios.refresh_ahead(
-        stack, lifetime=args.lifetime, lifetimes=args.lifetimes, callers=8, pace=0.02
-    )
-
-    _say(f"start-up: {args.startups} fresh broker(s)")
-    results.startup = await asyncio.to_thread(
-        scenarios.startup_seconds, stack, attempts=args.startups
-    )
 
 
 def _run(coroutine: object) -> None:

@@ -1,4 +1,5 @@
-"""The four measurements of issue 7: hot path, stampede, refresh-ahead and footprint."""
+"""The measurements: hot path, stampede, refresh-ahead and footprint; the forward proxy
+against the API called directly, and the gateway route against the token route."""
 
 from __future__ import annotations
 
@@ -70,6 +71,22 @@ def hot_path_targets(stack: BenchStack, broker_url: str, realm: Realm) -> list[T
             f"{broker_url}/v1/realms/{realm.name}/token",
             {"Authorization": "Bearer atb_" + "0" * 43},  # the key format, known to no one
         ),
+    ]
+
+
+def forward_targets(
+    stack: BenchStack, broker_url: str, realm: Realm, *, api_url: str, token: str
+) -> list[Target]:
+    """Side by side: the API stand-in called directly with a token, the same call through
+    the broker's forward proxy, the token route and the gateway route (both on a cached
+    token)."""
+    caller = {"Authorization": f"Bearer {stack.caller_key}"}
+    realm_url = f"{broker_url}/v1/realms/{realm.name}"
+    return [
+        Target("api direct", "GET", f"{api_url}/api/v1/ping", {"Authorization": f"Bearer {token}"}),
+        Target("forward", "GET", f"{realm_url}/forward/api/v1/ping", caller),
+        Target("token route", "GET", f"{realm_url}/token", caller),
+        Target("gateway", "GET", f"{realm_url}/gateway", caller),
     ]
 
 
