@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from atlas_broker_dev.api_standin import start_api_standin
 from stack import Stack
 
 # Checks left out, with why:
@@ -34,7 +35,10 @@ def seed_realm(stack: Stack, name: str) -> None:
 def test_generated_requests_get_no_5xx_and_conform(stack: Stack, tmp_path: Path) -> None:
     """Every operation, examples then coverage then fuzzing, as an admin caller."""
     seed_realm(stack, "acme")
-    broker = stack.start_broker(BROKER_VAULT_PREFIX=VAULT_PREFIX)
+    # The forward routes reach an API: the stand-in, which answers whatever path it gets.
+    api = start_api_standin(stack.log_dir, idp_url=stack.idp.url)
+    stack.processes.append(api.process)
+    broker = stack.start_broker(BROKER_VAULT_PREFIX=VAULT_PREFIX, BROKER_API_URL=api.url)
     st = shutil.which("st", path=str(Path(sys.executable).parent)) or "st"
     report = tmp_path / "schemathesis.txt"  # outside the stack's logs: it may quote requests
     with report.open("w") as out:

@@ -91,7 +91,8 @@ for _method in METHODS:
         summary=f"Forward a {_method} request to the Atlas API with the realm's token",
         response_class=Response,
         responses={
-            200: {"description": "The API's answer, whatever its status, as the API sent it."},
+            200: {"description": "The API's answer, as the API sent it."},
+            "default": {"description": "The API's answer with another status, as sent."},
             **problem_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
         },
     )
