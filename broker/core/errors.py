@@ -104,7 +104,7 @@ class ForwardPathRefused(CallerError):
 
 class BodyTooLarge(CallerError):
     status = 413
-    slug = "body-too-large"
+    slug = "content-too-large"  # as the listener's own limit (RFC 9110 §15.5.14)
     title = "The request body is larger than the broker forwards"
 
 

@@ -272,6 +272,9 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
         max_header_bytes=settings.max_header_bytes,
         max_body_bytes=settings.max_body_bytes,
         trusted_proxies=settings.trusted_proxy_networks,
+        body_limit=forward.body_limit(
+            forward_max=settings.forward_max_body, other=settings.max_body_bytes
+        ),
     )
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # around the rest: times it all
     if tracing is not None:

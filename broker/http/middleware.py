@@ -7,7 +7,7 @@ import ipaddress
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -43,10 +43,13 @@ class RequestContextMiddleware:
         max_header_bytes: int,
         max_body_bytes: int = 1 << 20,
         trusted_proxies: Sequence[IPNetwork] = (),
+        body_limit: Callable[[str], int] | None = None,
     ) -> None:
         self.app = app
         self.max_header_bytes = max_header_bytes
         self.max_body_bytes = max_body_bytes
+        # A route's own body limit by path (the forward proxy's BROKER_FORWARD_MAX_BODY).
+        self.body_limit = body_limit
         self.trusted_proxies = tuple(trusted_proxies)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -90,8 +93,9 @@ class RequestContextMiddleware:
                 f"request headers exceed {self.max_header_bytes} bytes",
             )
             return
-        if declared_body > self.max_body_bytes:
-            await _refuse_body(send, header, request_id, self.max_body_bytes)
+        limit = self.body_limit(scope["path"]) if self.body_limit else self.max_body_bytes
+        if declared_body > limit:
+            await _refuse_body(send, header, request_id, limit)
             return
 
         started = False
@@ -110,7 +114,7 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > limit:
                     raise BodyTooLarge
             return message
 
@@ -118,7 +122,7 @@ class RequestContextMiddleware:
             await self.app(scope, counted_receive, send_with_id)
         except BodyTooLarge:
             if not started:
-                await _refuse_body(send, header, request_id, self.max_body_bytes)
+                await _refuse_body(send, header, request_id, limit)
 
 
 def source_address(

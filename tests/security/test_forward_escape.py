@@ -163,7 +163,7 @@ def test_oversized_body_gets_413_and_nothing_is_sent(fwd: ForwardSetup, realm: s
         timeout=60,
     )
 
-    assert (413, "body-too-large", before) == (
+    assert (413, "content-too-large", before) == (
         response.status_code,
         response.json()["type"].rsplit("/", 1)[-1],
         fwd.api.requests(),

@@ -3,7 +3,8 @@ the realm's token, which the caller never sees (`broker.core.forwarding`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
@@ -80,6 +81,19 @@ async def _body(response: ApiResponse) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         await response.aclose()  # the connection goes back to the pool
+
+
+_FORWARD_PATH = re.compile(r"^/v1/realms/[^/]+/forward/")
+
+
+def body_limit(*, forward_max: int, other: int) -> Callable[[str], int]:
+    """The request body limit by path: BROKER_FORWARD_MAX_BODY on the forward route,
+    `other` (BROKER_MAX_BODY_BYTES) everywhere else."""
+
+    def limit(path: str) -> int:
+        return forward_max if _FORWARD_PATH.match(path) else other
+
+    return limit
 
 
 for _method in METHODS:
