@@ -27,7 +27,13 @@ from broker.core import forward_paths
 from broker.core.audit import AuditEvent
 from broker.core.broker import TokenBroker
 from broker.core.context import RequestContext
-from broker.core.errors import ApiNotConfigured, BodyTooLarge, BrokerError, StoreUnavailable
+from broker.core.errors import (
+    ApiNotConfigured,
+    BodyTooLarge,
+    BrokerError,
+    SecretSourceUnavailable,
+    StoreUnavailable,
+)
 from broker.core.models import AccessToken, ApiRequest, ApiResponse
 from broker.core.origins import check_realm_url
 from broker.core.policy import Caller
@@ -154,18 +160,24 @@ class Forwarder:
     async def _base_url(self, realm: str) -> str:
         """The realm's API base: its own `api_url` (allowed origins only) or the default."""
         cached = self._api_urls.get(realm)
-        now = self._clock.monotonic()
-        if cached is None or now - cached[1] > _API_URL_TTL:
-            credentials = await self._secrets.credentials(realm)
-            own = credentials.api_url
-            if own is not None:
-                check_realm_url(realm, own, self._allowed)
-            cached = (own.rstrip("/") if own else None, now)
-            self._api_urls[realm] = cached
+        if cached is None or self._clock.monotonic() - cached[1] > _API_URL_TTL:
+            try:
+                cached = await self._read_api_url(realm)
+            except SecretSourceUnavailable:
+                if cached is None:
+                    raise  # Vault down and nothing known: no guess at where to send
         base = cached[0] or self._api_url
         if base is None:
             raise ApiNotConfigured(f"realm {realm!r} has no api_url and BROKER_API_URL is not set")
         return base
+
+    async def _read_api_url(self, realm: str) -> tuple[str | None, float]:
+        own = (await self._secrets.credentials(realm)).api_url
+        if own is not None:
+            check_realm_url(realm, own, self._allowed)
+        read = (own.rstrip("/") if own else None, self._clock.monotonic())
+        self._api_urls[realm] = read
+        return read
 
     async def _fresh_token(
         self, caller: Caller, realm: str, rejected: AccessToken, ctx: RequestContext

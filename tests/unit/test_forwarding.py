@@ -205,3 +205,17 @@ async def test_forwarded_call_is_audited_without_query(h: Harness) -> None:
         event.request_id,
     )
     assert token_fingerprint(token) == event.token_sha256
+
+
+async def test_vault_outage_keeps_the_known_api_base(h: Harness) -> None:
+    """Once a realm's API base was read, a Vault outage after its reuse period does not
+    stop forwarding: the last known base serves on."""
+    api = ScriptedApi()
+    forwarder = _forwarder(h, api)
+    await forwarder.forward(CALLER, "acme", _get(), ctx=CTX)
+    h.secrets.unavailable = True
+    h.advance(120)
+
+    response = await forwarder.forward(CALLER, "acme", _get(), ctx=CTX)
+
+    assert (200, f"{API}/v1/reports") == (response.status, api.sent[-1].url)
