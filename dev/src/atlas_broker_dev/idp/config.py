@@ -15,26 +15,38 @@ from typing import Any
 import yaml
 
 _TOP_LEVEL_KEYS = frozenset({"token_lifetime", "issuer_base", "admin_token", "realms"})
-_CLIENT_KEYS = frozenset({"client_id", "client_secret", "scope"})
+_CLIENT_KEYS = frozenset({"client_id", "client_secret", "scope", "scopes"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DevClient:
     """A confidential client allowed the client-credentials grant in one realm.
 
-    ``scope``, when set, is both the client's default scope and the only scopes it may
-    request (space-separated, as in RFC 6749 §3.3).
+    ``scope`` is the scope granted when a request names none (space-separated, as in
+    RFC 6749 §3.3). ``scopes`` lists every scope the client may request (its default
+    scope counts too); a request for any other is ``invalid_scope``. With ``scopes``
+    unset, ``scope`` alone bounds the requests, and with neither any scope is granted.
     """
 
     client_id: str
     client_secret: str = dataclasses.field(repr=False)
     scope: str | None = None
+    scopes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.client_id:
             raise ValueError("client_id must not be empty")
         if not self.client_secret:
             raise ValueError(f"client {self.client_id!r}: client_secret must not be empty")
+        if self.scopes is not None and any(not s or " " in s for s in self.scopes):
+            raise ValueError(f"client {self.client_id!r}: each of scopes must be one word")
+
+    def allowed_scopes(self) -> frozenset[str] | None:
+        """The scopes this client may request; ``None`` when it may request any."""
+        default = frozenset((self.scope or "").split())
+        if self.scopes is not None:
+            return frozenset(self.scopes) | default
+        return default if self.scope is not None else None
 
 
 @dataclasses.dataclass(slots=True)
@@ -61,7 +73,7 @@ class IdPConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IdPConfig:
         """Build from the YAML shape: ``token_lifetime``, ``issuer_base``, ``admin_token``,
-        and ``realms: {name: {clients: [{client_id, client_secret, scope?}]}}``."""
+        and ``realms: {name: {clients: [{client_id, client_secret, scope?, scopes?}]}}``."""
         unknown = set(data) - _TOP_LEVEL_KEYS
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
@@ -123,4 +135,14 @@ def _client(realm: str, index: int, entry: object) -> DevClient:
         raise ValueError(f"{where}: client_id and client_secret must be strings")
     if fields["scope"] is not None and not isinstance(fields["scope"], str):
         raise ValueError(f"{where}: scope must be a string")
-    return DevClient(fields["client_id"], fields["client_secret"], fields["scope"])
+    scopes = fields["scopes"]
+    if scopes is not None and (
+        not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)
+    ):
+        raise ValueError(f"{where}: scopes must be a list of strings")
+    return DevClient(
+        fields["client_id"],
+        fields["client_secret"],
+        fields["scope"],
+        tuple(scopes) if scopes is not None else None,
+    )

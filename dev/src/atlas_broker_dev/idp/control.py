@@ -27,6 +27,7 @@ class ClientBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     client_secret: str = Field(min_length=1)
     scope: str | None = None
+    scopes: list[str] | None = None
 
 
 class ConfigBody(BaseModel):
@@ -79,16 +80,25 @@ def control_router(state: IdPState) -> APIRouter:
 
     @router.put("/realms/{realm}/clients/{client_id}")
     async def put_client(realm: str, client_id: str, body: ClientBody) -> dict[str, Any]:
-        created = await state.put_client(
-            realm, DevClient(client_id, body.client_secret, body.scope)
-        )
+        scopes = tuple(body.scopes) if body.scopes is not None else None
+        try:
+            client = DevClient(client_id, body.client_secret, body.scope, scopes)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        created = await state.put_client(realm, client)
         logger.info(
             "client %s realm=%s client_id=%s",
             "created" if created else "replaced",
             realm,
             client_id,
         )
-        return {"realm": realm, "client_id": client_id, "scope": body.scope, "created": created}
+        return {
+            "realm": realm,
+            "client_id": client_id,
+            "scope": body.scope,
+            "scopes": body.scopes,
+            "created": created,
+        }
 
     @router.delete("/realms/{realm}/clients/{client_id}", status_code=204)
     async def delete_client(realm: str, client_id: str) -> Response:

@@ -218,10 +218,12 @@ def _decode_basic(credentials: str, realm: str) -> tuple[str, str]:
 
 
 def _granted_scope(client: DevClient, requested: str | None) -> str:
+    """The requested scopes (the client's default when none), if the client may have them."""
     wanted = list(dict.fromkeys((requested or "").split()))
     if not wanted:
         return client.scope or _DEFAULT_SCOPE
-    if client.scope is not None and not set(wanted) <= set(client.scope.split()):
+    allowed = client.allowed_scopes()
+    if allowed is not None and not set(wanted) <= allowed:
         raise OAuthError(400, "invalid_scope", "Invalid scopes: " + " ".join(wanted))
     return " ".join(wanted)
 
