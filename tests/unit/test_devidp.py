@@ -322,6 +322,7 @@ async def test_stats_count_every_token_request_per_realm(idp: httpx.AsyncClient)
         "token_requests_total": 3,
         "tokens_issued": {"acme": 1},
         "tokens_issued_total": 1,
+        "discovery_requests": {},
     }
 
 

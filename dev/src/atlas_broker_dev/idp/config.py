@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -49,6 +49,42 @@ class DevClient:
         return default if self.scope is not None else None
 
 
+TokenFormat = Literal["jwt", "opaque"]
+AuthMethod = Literal["client_secret_basic", "client_secret_post"]
+REALM_PATHS = ("/auth/realms", "/realms")
+_REALM_KEYS = frozenset(
+    {"clients", "token_format", "discovery", "path", "auth_methods", "discovery_overrides"}
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RealmOptions:
+    """How one realm looks from outside: what its tokens are and where it lives.
+
+    ``token_format`` ``opaque`` issues random strings instead of signed JWTs (as many
+    IdPs do); ``discovery`` False serves no ``/.well-known/openid-configuration``;
+    ``path`` ``/realms`` is the Keycloak 17+ layout (``/auth/realms`` before it);
+    ``auth_methods`` are the client authentications the token endpoint accepts;
+    ``discovery_overrides`` replace members of the discovery document (a test's
+    misdirected ``token_endpoint``, say).
+    """
+
+    token_format: TokenFormat = "jwt"
+    discovery: bool = True
+    path: str = "/auth/realms"
+    auth_methods: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
+    discovery_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.token_format not in ("jwt", "opaque"):
+            raise ValueError("token_format must be 'jwt' or 'opaque'")
+        if self.path not in REALM_PATHS:
+            raise ValueError(f"path must be one of {list(REALM_PATHS)}")
+        known = {"client_secret_basic", "client_secret_post"}
+        if not self.auth_methods or set(self.auth_methods) - known:
+            raise ValueError(f"auth_methods must be a non-empty subset of {sorted(known)}")
+
+
 @dataclasses.dataclass(slots=True)
 class IdPConfig:
     """Start-up configuration; the running IdP copies it, so ``/_dev`` changes stay local.
@@ -59,6 +95,7 @@ class IdPConfig:
     """
 
     clients: dict[str, list[DevClient]] = dataclasses.field(default_factory=dict)
+    realms: dict[str, RealmOptions] = dataclasses.field(default_factory=dict)
     token_lifetime: int = 3600
     issuer_base: str | None = None
     admin_token: str | None = dataclasses.field(default=None, repr=False)
@@ -82,6 +119,11 @@ class IdPConfig:
             raise ValueError("realms must be a mapping of realm name to realm")
         return cls(
             clients={str(name): _realm_clients(str(name), realm) for name, realm in realms.items()},
+            realms={
+                str(name): _realm_options(str(name), realm)
+                for name, realm in realms.items()
+                if isinstance(realm, Mapping) and set(realm) - {"clients"}
+            },
             token_lifetime=data.get("token_lifetime", 3600),
             issuer_base=_optional_str(data, "issuer_base"),
             admin_token=_optional_str(data, "admin_token"),
@@ -115,8 +157,8 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
 def _realm_clients(realm: str, body: object) -> list[DevClient]:
     if body is None:
         return []
-    if not isinstance(body, Mapping) or set(body) - {"clients"}:
-        raise ValueError(f"realm {realm!r}: expected a mapping with only 'clients'")
+    if not isinstance(body, Mapping) or set(body) - _REALM_KEYS:
+        raise ValueError(f"realm {realm!r}: expected a mapping of {sorted(_REALM_KEYS)}")
     entries = body.get("clients") or []
     if not isinstance(entries, list):
         raise ValueError(f"realm {realm!r}: clients must be a list")
@@ -146,3 +188,13 @@ def _client(realm: str, index: int, entry: object) -> DevClient:
         fields["scope"],
         tuple(scopes) if scopes is not None else None,
     )
+
+
+def _realm_options(realm: str, body: Mapping[str, Any]) -> RealmOptions:
+    options = {key: body[key] for key in _REALM_KEYS - {"clients"} if key in body}
+    if "auth_methods" in options:
+        options["auth_methods"] = tuple(options["auth_methods"] or ())
+    try:
+        return RealmOptions(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"realm {realm!r}: {exc}") from None
