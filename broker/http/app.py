@@ -133,6 +133,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                 mount=settings.vault_kv_mount,
                 prefix=settings.vault_prefix,
                 timeout=settings.vault_timeout,
+                default_verify=settings.idp_verify,
             )
             stack.push_async_callback(secrets.aclose)
             issuer = TimedTokenIssuer(
@@ -141,6 +142,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                     idp_url=settings.idp_url,
                     clock=clock,
                     allowed_origins=settings.allowed_idp_origins,
+                    realm_path=settings.idp_realm_path,
                 ),
                 metrics,
             )
