@@ -270,7 +270,9 @@ def _jwt_exp(value: str) -> float | None:
     """A JWT's `exp` (only the expiry is used, unverified); None for an opaque token or a
     JWT without one, whose life is then `expires_in` alone."""
     claims = _jwt_claims(value)
-    exp = claims.get("exp") if claims is not None else None
-    if not isinstance(exp, int | float) or isinstance(exp, bool):
+    if claims is None or claims.get("exp") is None:
         return None
+    exp = claims["exp"]
+    if not isinstance(exp, int | float) or isinstance(exp, bool):
+        raise IdPBadResponse("the identity provider's access_token has no valid exp claim")
     return float(exp)
