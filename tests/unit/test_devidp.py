@@ -323,6 +323,7 @@ async def test_stats_count_every_token_request_per_realm(idp: httpx.AsyncClient)
         "tokens_issued": {"acme": 1},
         "tokens_issued_total": 1,
         "discovery_requests": {},
+        "token_hosts": {"acme": {"idp.test": 2}, "nowhere": {"idp.test": 1}},
     }
 
 

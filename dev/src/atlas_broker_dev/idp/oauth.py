@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import logging
 import time
@@ -79,6 +80,8 @@ def _add_realm_routes(router: APIRouter, state: IdPState, path: str) -> None:
     @router.post(path + "/{realm}" + TOKEN_PATH)
     async def token(realm: str, request: Request) -> Response:
         state.token_requests[realm] += 1
+        host = request.headers.get("host", "")
+        state.token_hosts.setdefault(realm, collections.Counter())[host] += 1
         fault = state.take_fault(realm)
         if fault is not None:
             early = await _transport_fault(fault, request)

@@ -65,6 +65,8 @@ class IdPState:
         self.token_requests: collections.Counter[str] = collections.Counter()
         self.tokens_issued: collections.Counter[str] = collections.Counter()
         self.discovery_requests: collections.Counter[str] = collections.Counter()
+        # Token requests per realm and Host header: which of the IdP's names was used.
+        self.token_hosts: dict[str, collections.Counter[str]] = {}
 
     def realm_options(self, realm: str) -> RealmOptions:
         return self.options.get(realm) or RealmOptions()
@@ -138,6 +140,9 @@ class IdPState:
             "tokens_issued": dict(sorted(self.tokens_issued.items())),
             "tokens_issued_total": self.tokens_issued.total(),
             "discovery_requests": dict(sorted(self.discovery_requests.items())),
+            "token_hosts": {
+                realm: dict(hosts) for realm, hosts in sorted(self.token_hosts.items())
+            },
         }
 
     def reset_stats(self) -> None:
@@ -145,3 +150,4 @@ class IdPState:
         self.token_requests.clear()
         self.tokens_issued.clear()
         self.discovery_requests.clear()
+        self.token_hosts.clear()
