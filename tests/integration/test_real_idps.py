@@ -272,3 +272,40 @@ def test_basic_refused_by_a_post_only_realm_is_a_credentials_error(
         502,
         True,
     )
+
+
+# --- an IdP behind a proxy -----------------------------------------------------------------
+
+PUBLIC = "https://login.atlas.example"  # only ever compared, never contacted
+
+
+def test_realm_behind_a_proxy_is_served_with_its_issuer_from_vault(
+    module_stack: Stack, broker: BrokerServer
+) -> None:
+    """Tokens naming the proxy's public issuer verify when the realm's secret names it."""
+    realm = idp_realm(module_stack, "proxied", discovery=False)
+    issuer = f"{PUBLIC}/auth/realms/{realm.name}"
+    module_stack.idp.set_realm(realm.name, discovery=False, issuer=issuer)
+    module_stack.openbao.write_realm(
+        realm.name,
+        {"client_id": realm.client_id, "client_secret": realm.client_secret, "issuer": issuer},
+    )
+
+    assert token(module_stack, broker, realm.name).status_code == 200
+
+
+def test_realm_behind_a_proxy_without_its_issuer_is_refused(
+    module_stack: Stack, broker: BrokerServer
+) -> None:
+    """Without the issuer in the secret (and no discovery), such tokens fail verification."""
+    realm = idp_realm(module_stack, "proxied-unnamed", discovery=False)
+    module_stack.idp.set_realm(
+        realm.name, discovery=False, issuer=f"{PUBLIC}/auth/realms/{realm.name}"
+    )
+
+    response = token(module_stack, broker, realm.name)
+
+    assert (response.status_code, response.json()["type"].rsplit("/", 1)[-1]) == (
+        502,
+        "idp-bad-response",
+    )

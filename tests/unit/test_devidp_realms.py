@@ -105,3 +105,21 @@ def test_unknown_realm_path_is_refused() -> None:
     """A realm path other than the two Keycloak layouts is a configuration error."""
     with pytest.raises(ValueError, match="path must be one of"):
         IdPConfig.from_dict({"realms": {"acme": {"path": "/x"}}})
+
+
+async def test_fixed_issuer_names_tokens_and_discovery_but_not_endpoints() -> None:
+    """A realm's fixed issuer goes into iss and the document; endpoints stay where reached."""
+    async with idp_with(issuer="https://sso.example.test/auth/realms/acme") as idp:
+        document = (await idp.get("/auth/realms/acme/.well-known/openid-configuration")).json()
+        body = (
+            await idp.post(
+                "/auth/realms/acme/protocol/openid-connect/token", data=GRANT, headers=basic()
+            )
+        ).json()
+
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+    assert (claims["iss"], document["issuer"], document["token_endpoint"]) == (
+        "https://sso.example.test/auth/realms/acme",
+        "https://sso.example.test/auth/realms/acme",
+        f"{BASE_URL}/auth/realms/acme/protocol/openid-connect/token",
+    )

@@ -53,7 +53,15 @@ TokenFormat = Literal["jwt", "opaque"]
 AuthMethod = Literal["client_secret_basic", "client_secret_post"]
 REALM_PATHS = ("/auth/realms", "/realms")
 _REALM_KEYS = frozenset(
-    {"clients", "token_format", "discovery", "path", "auth_methods", "discovery_overrides"}
+    {
+        "clients",
+        "token_format",
+        "discovery",
+        "path",
+        "auth_methods",
+        "discovery_overrides",
+        "issuer",
+    }
 )
 
 
@@ -66,7 +74,8 @@ class RealmOptions:
     ``path`` ``/realms`` is the Keycloak 17+ layout (``/auth/realms`` before it);
     ``auth_methods`` are the client authentications the token endpoint accepts;
     ``discovery_overrides`` replace members of the discovery document (a test's
-    misdirected ``token_endpoint``, say).
+    misdirected ``token_endpoint``, say); ``issuer``, when set, is the realm's ``iss``
+    whatever URL reached it (an IdP behind a proxy with another public name).
     """
 
     token_format: TokenFormat = "jwt"
@@ -74,6 +83,7 @@ class RealmOptions:
     path: str = "/auth/realms"
     auth_methods: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
     discovery_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    issuer: str | None = None
 
     def __post_init__(self) -> None:
         if self.token_format not in ("jwt", "opaque"):

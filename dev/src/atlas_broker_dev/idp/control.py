@@ -42,6 +42,7 @@ class RealmBody(BaseModel):
     path: str = "/auth/realms"
     auth_methods: list[AuthMethod] = Field(default_factory=lambda: list(_BOTH_METHODS))
     discovery_overrides: dict[str, str] = Field(default_factory=dict)
+    issuer: str | None = None
 
 
 class ConfigBody(BaseModel):
@@ -123,6 +124,7 @@ def control_router(state: IdPState) -> APIRouter:
                 path=body.path,
                 auth_methods=tuple(body.auth_methods),
                 discovery_overrides=dict(body.discovery_overrides),
+                issuer=body.issuer,
             )
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from None

@@ -28,6 +28,7 @@ from atlas_broker_dev.idp.state import Fault, IdPState
 from atlas_broker_dev.idp.tokens import (
     access_token_claims,
     opaque_token,
+    realm_issuer,
     tamper_signature,
     unsigned_token,
 )
@@ -114,11 +115,13 @@ def _add_realm_routes(router: APIRouter, state: IdPState, path: str) -> None:
         options = state.realm_options(realm)
         if not served_here(realm) or not options.discovery:
             return _realm_not_found()
-        issuer = state.issuer(str(request.base_url), realm)
+        # Endpoints under the URL this request reached, as Keycloak serves them to its
+        # back channel; the issuer may be a public name fixed in the realm's options.
+        here = realm_issuer(str(request.base_url), realm, path)
         document = {
-            "issuer": issuer,
-            "token_endpoint": f"{issuer}{TOKEN_PATH}",
-            "jwks_uri": f"{issuer}{CERTS_PATH}",
+            "issuer": state.issuer(str(request.base_url), realm),
+            "token_endpoint": f"{here}{TOKEN_PATH}",
+            "jwks_uri": f"{here}{CERTS_PATH}",
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": list(options.auth_methods),
             "id_token_signing_alg_values_supported": ["RS256"],

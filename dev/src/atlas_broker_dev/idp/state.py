@@ -73,7 +73,10 @@ class IdPState:
 
     def issuer(self, request_base_url: str, realm: str) -> str:
         """``iss`` of a realm: from the configured base, else from the request's base URL."""
-        path = self.realm_options(realm).path
+        options = self.realm_options(realm)
+        if options.issuer is not None:
+            return options.issuer
+        path = options.path
         return realm_issuer(self.issuer_base or request_base_url, realm, path)
 
     async def put_realm(self, realm: str, options: RealmOptions) -> None:
