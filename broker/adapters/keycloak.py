@@ -68,7 +68,8 @@ def realm_url(idp_url: str, realm: str, realm_path: str = DEFAULT_REALM_PATH) ->
 
 
 def realm_base(url: str) -> str:
-    """`…/auth/realms/{realm}`: the issuer of the realm's tokens, and the root of its JWKS."""
+    """`…/auth/realms/{realm}` (or `…/realms/{realm}`): the root of the realm's discovery
+    document and, without one, its issuer and the root of its JWKS."""
     return url[: -len(_TOKEN_SUFFIX)] if url.endswith(_TOKEN_SUFFIX) else url.rsplit("/", 1)[0]
 
 
@@ -109,9 +110,9 @@ class KeycloakTokenIssuer:
         self._discovery = RealmDiscovery(client, monotonic=clock.monotonic)
 
     def url_for(self, credentials: RealmCredentials) -> str:
-        """The realm's base URL (its token_url's, or under BROKER_IDP_URL);
-        IdPOriginNotAllowed (logged with the realm and origin) when a URL from the secret
-        store points outside the allowed origins."""
+        """The realm's token_url, else Keycloak's token path under BROKER_IDP_URL (whose
+        base is where discovery is read); IdPOriginNotAllowed (logged with the realm and
+        origin) when a URL from the secret store points outside the allowed origins."""
         if credentials.token_url:
             return self._allowed_url(credentials.realm, credentials.token_url)
         if not self._idp_url:
