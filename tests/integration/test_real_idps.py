@@ -309,3 +309,28 @@ def test_realm_behind_a_proxy_without_its_issuer_is_refused(
         502,
         "idp-bad-response",
     )
+
+
+def test_unauthorized_client_makes_the_broker_reread_vault(
+    module_stack: Stack, broker: BrokerServer
+) -> None:
+    """When the IdP starts refusing Basic (unauthorized_client), the broker re-reads Vault
+    once and succeeds with the secret's new auth_method, without waiting for the poll."""
+    realm = idp_realm(module_stack, "post-later")
+    assert token(module_stack, broker, realm.name).status_code == 200
+    module_stack.idp.set_realm(realm.name, auth_methods=["client_secret_post"])
+    module_stack.openbao.write_realm(
+        realm.name,
+        {
+            "client_id": realm.client_id,
+            "client_secret": realm.client_secret,
+            "auth_method": "client_secret_post",
+        },
+    )
+    httpx.delete(
+        f"{broker.url}/v1/realms/{realm.name}/token", headers=bearer(module_stack.keys.admin)
+    ).raise_for_status()
+
+    response = token(module_stack, broker, realm.name)
+
+    assert response.status_code == 200, response.text
