@@ -160,6 +160,16 @@ async def test_foreign_token_endpoint_in_discovery_is_refused_with_nothing_sent(
     assert rig.idp.posts == []
 
 
+async def test_foreign_jwks_uri_in_discovery_is_refused_with_nothing_sent(rig: Rig) -> None:
+    """A discovery document naming a JWKS at another origin is refused before the grant."""
+    rig.idp.discovery = document(jwks_uri="https://evil.test/keys")
+
+    with pytest.raises(IdPOriginNotAllowed):
+        await rig.issuer.fetch(CREDENTIALS)
+
+    assert rig.idp.posts == []
+
+
 async def test_discovery_is_read_once_within_the_hour(rig: Rig) -> None:
     """A second fetch within the hour reuses the cached document."""
     rig.idp.discovery = document()
