@@ -61,9 +61,13 @@ class RealmDiscovery:
         *,
         refresh: float = 3600.0,
         retry: float = 60.0,
+        timeout: float = 5.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
+        # Short: the document is small, and a fetch that waits on it still has the grant
+        # (and perhaps the JWKS) to do within the time the other replicas wait for it.
+        self._timeout = timeout
         self._refresh = refresh
         self._retry = retry
         self._monotonic = monotonic
@@ -95,7 +99,9 @@ class RealmDiscovery:
         url = check(base + DISCOVERY_SUFFIX)
         last_good = entry.document if entry is not None else None
         try:
-            response = await self._client.get(url, headers={"Accept": "application/json"})
+            response = await self._client.get(
+                url, headers={"Accept": "application/json"}, timeout=self._timeout
+            )
         except httpx.HTTPError as exc:
             return self._failed(base, last_good, type(exc).__name__)
         if response.status_code in _ABSENT_STATUSES:
