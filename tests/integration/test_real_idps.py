@@ -334,3 +334,15 @@ def test_unauthorized_client_makes_the_broker_reread_vault(
     response = token(module_stack, broker, realm.name)
 
     assert response.status_code == 200, response.text
+
+
+def test_min_ttl_is_judged_by_an_opaque_tokens_expires_in(
+    module_stack: Stack, broker: BrokerServer
+) -> None:
+    """An opaque token living 900 s satisfies min_ttl=600 and not min_ttl=1200 (422)."""
+    realm = idp_realm(module_stack, "opaque-minttl", token_format="opaque")
+    with module_stack.token_lifetime(900):
+        served = module_stack.get_token(broker.url, realm.name, min_ttl=600)
+        refused = module_stack.get_token(broker.url, realm.name, min_ttl=1200)
+
+    assert (served.status_code, refused.status_code) == (200, 422)
