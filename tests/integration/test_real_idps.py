@@ -346,3 +346,21 @@ def test_min_ttl_is_judged_by_an_opaque_tokens_expires_in(
         refused = module_stack.get_token(broker.url, realm.name, min_ttl=1200)
 
     assert (served.status_code, refused.status_code) == (200, 422)
+
+
+def test_opaque_token_is_refreshed_ahead_in_the_background(module_stack: Stack) -> None:
+    """An opaque token living 4 s is fetched again before it expires with no caller asking."""
+    broker = module_stack.start_broker(
+        name="broker-refresh", BROKER_EXPIRY_SKEW="1", BROKER_REFRESH_BEFORE="2"
+    )
+    realm = idp_realm(module_stack, "opaque-refresh", token_format="opaque")
+
+    def events(name: str) -> int:
+        records = module_stack.audit_events(broker.process)
+        return sum(e["event"] == name and e["realm"] == realm.name for e in records)
+
+    with module_stack.token_lifetime(4):
+        served = module_stack.get_token(broker.url, realm.name, min_ttl=0)
+        wait_for(lambda: events("token.fetched") >= 2, timeout=30, message="no refresh")
+
+    assert (served.status_code, events("token.issued")) == (200, 1)  # one caller, two fetches
