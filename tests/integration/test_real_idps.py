@@ -105,14 +105,19 @@ async def test_opaque_realm_serves_200_cold_callers_with_one_idp_request(
 def test_opaque_token_lives_in_redis_for_expires_in(
     module_stack: Stack, broker: BrokerServer
 ) -> None:
-    """An opaque token's Redis TTL comes from expires_in (less the expiry skew)."""
+    """An opaque token's Redis TTL comes from expires_in (less the expiry skew), and Redis
+    holds it sealed."""
     realm = idp_realm(module_stack, "opaque-ttl", token_format="opaque")
     with module_stack.token_lifetime(900):
         served = token(module_stack, broker, realm.name)
-    ttl = redis.Redis.from_url(module_stack.redis_url).ttl(token_key(PREFIX, realm.name))
+    store = redis.Redis.from_url(module_stack.redis_url)
+    ttl = store.ttl(token_key(PREFIX, realm.name))
+    stored = store.get(token_key(PREFIX, realm.name)) or b""
 
     assert served.status_code == 200
     assert 800 < ttl <= 900 - 30  # the default BROKER_EXPIRY_SKEW is 30 s
+    assert stored
+    assert served.json()["access_token"].encode() not in stored
 
 
 def test_opaque_token_is_audited_by_its_fingerprint(
