@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     # Origins besides BROKER_IDP_URL's that a realm's token_url may use (comma-separated
     # scheme://host[:port]); normalised by the validator below.
     idp_allowed_origins: str = ""
+    # How a realm's tokens are checked when its secret names no `verify`.
+    idp_verify: Literal["auto", "jwks", "none"] = "auto"
+    # Where a realm lives under BROKER_IDP_URL: `/realms/{realm}` for Keycloak 17+.
+    idp_realm_path: str = Field(
+        default="/auth/realms/{realm}", pattern=r"^/[A-Za-z0-9._~/-]*\{realm\}[A-Za-z0-9._~/-]*$"
+    )
     idp_timeout: float = Field(default=10.0, gt=0, le=120)
     idp_backoff_base: float = Field(default=1.0, gt=0, le=60)
     idp_backoff_max: float = Field(default=60.0, gt=0, le=3600)

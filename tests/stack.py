@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -98,8 +98,18 @@ class Stack(LocalStack):
         self.keys = keys
         self.leak_watch = leak_watch
 
-    def add_realm(self, name: str, *, client_id: str, in_vault: bool = True) -> Realm:
-        realm = super().add_realm(name, client_id=client_id, in_vault=in_vault)
+    def add_realm(
+        self,
+        name: str,
+        *,
+        client_id: str,
+        in_vault: bool = True,
+        scopes: Sequence[str] | None = None,
+        vault_fields: Mapping[str, str] | None = None,
+    ) -> Realm:
+        realm = super().add_realm(
+            name, client_id=client_id, in_vault=in_vault, scopes=scopes, vault_fields=vault_fields
+        )
         self.leak_watch.add(realm.client_secret)
         return realm
 

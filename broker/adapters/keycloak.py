@@ -1,11 +1,18 @@
-"""`KeycloakTokenIssuer`: the client-credentials grant against a Keycloak-style realm.
+"""`KeycloakTokenIssuer`: the client-credentials grant against an OAuth2 realm.
 
-The request is exactly the one the Atlas documentation gives: `POST
-{idp}/auth/realms/{realm}/protocol/openid-connect/token` with `Authorization: Basic
-base64(ClientId:ClientSecret)` and the form body `grant_type=client_credentials`.
+The request is the one the Atlas documentation gives: `POST {token endpoint}` with
+`Authorization: Basic base64(ClientId:ClientSecret)` (or, with `auth_method:
+client_secret_post`, both in the form) and the form body `grant_type=client_credentials`.
+The token endpoint, the JWKS and the issuer come from the realm's discovery document,
+else from Keycloak's paths under `{BROKER_IDP_URL}{BROKER_IDP_REALM_PATH}`.
 
-A realm's own `token_url` (from Vault) is used only at an allowed origin (`origins`):
-the secret is never sent, and no JWKS or issuer is taken, anywhere else.
+Every URL (a realm's own `token_url` from Vault, the discovery document and whatever it
+names) is used only at an allowed origin (`origins`): the secret is never sent, and no
+JWKS or issuer is taken, anywhere else.
+
+What is accepted depends on the realm's `verify` mode: `auto` verifies a JWT against the
+realm's JWKS and accepts an opaque token as issued over the allowed origin, `jwks`
+accepts only JWTs that verify, `none` verifies nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from typing import Any
 import httpx
 import jwt
 
+from broker.adapters.idp_discovery import KEYCLOAK_TOKEN_SUFFIX, RealmDiscovery, RealmEndpoints
 from broker.adapters.jwks import JwksVerifier, VerificationError
 from broker.core import origins, rules
 from broker.core.errors import IdPBadResponse, IdPOriginNotAllowed, IdPRejected, IdPUnavailable
@@ -45,15 +53,23 @@ _OAUTH_ERRORS = frozenset(
 )
 
 
-_TOKEN_SUFFIX = "/protocol/openid-connect/token"
+_TOKEN_SUFFIX = KEYCLOAK_TOKEN_SUFFIX
+DEFAULT_REALM_PATH = "/auth/realms/{realm}"
 
 
-def token_url(idp_url: str, realm: str) -> str:
-    return f"{idp_url.rstrip('/')}/auth/realms/{realm}{_TOKEN_SUFFIX}"
+def token_url(idp_url: str, realm: str, realm_path: str = DEFAULT_REALM_PATH) -> str:
+    return realm_url(idp_url, realm, realm_path) + _TOKEN_SUFFIX
+
+
+def realm_url(idp_url: str, realm: str, realm_path: str = DEFAULT_REALM_PATH) -> str:
+    """The realm's base under the IdP: `{idp}/auth/realms/{realm}` by default,
+    `{idp}/realms/{realm}` with Keycloak 17's layout."""
+    return idp_url.rstrip("/") + realm_path.replace("{realm}", realm)
 
 
 def realm_base(url: str) -> str:
-    """`…/auth/realms/{realm}`: the issuer of the realm's tokens, and the root of its JWKS."""
+    """`…/auth/realms/{realm}` (or `…/realms/{realm}`): the root of the realm's discovery
+    document and, without one, its issuer and the root of its JWKS."""
     return url[: -len(_TOKEN_SUFFIX)] if url.endswith(_TOKEN_SUFFIX) else url.rsplit("/", 1)[0]
 
 
@@ -73,8 +89,8 @@ def create_idp_client(*, timeout: float) -> httpx.AsyncClient:
 
 
 class KeycloakTokenIssuer:
-    """Fetches a realm's token and verifies it against the realm's JWKS before handing it
-    on: nothing unverified is ever cached or served."""
+    """Fetches a realm's token and checks it as the realm's `verify` mode says before
+    handing it on: nothing that fails the check is ever cached or served."""
 
     def __init__(
         self,
@@ -83,15 +99,19 @@ class KeycloakTokenIssuer:
         idp_url: str | None,
         clock: Clock,
         allowed_origins: Iterable[str] = (),
+        realm_path: str = DEFAULT_REALM_PATH,
     ) -> None:
         self._client = client
         self._idp_url = idp_url
         self._clock = clock
         self._allowed = origins.allowed_origins(idp_url, allowed_origins)
+        self._realm_path = realm_path
         self._verifier = JwksVerifier(client)
+        self._discovery = RealmDiscovery(client, monotonic=clock.monotonic)
 
     def url_for(self, credentials: RealmCredentials) -> str:
-        """The realm's token endpoint; IdPOriginNotAllowed (logged with the realm and
+        """The realm's token_url, else Keycloak's token path under BROKER_IDP_URL (whose
+        base is where discovery is read); IdPOriginNotAllowed (logged with the realm and
         origin) when a URL from the secret store points outside the allowed origins."""
         if credentials.token_url:
             return self._allowed_url(credentials.realm, credentials.token_url)
@@ -99,7 +119,23 @@ class KeycloakTokenIssuer:
             raise IdPBadResponse(
                 f"realm {credentials.realm!r} has no token_url and BROKER_IDP_URL is not set"
             )
-        return token_url(self._idp_url, credentials.realm)
+        return token_url(self._idp_url, credentials.realm, self._realm_path)
+
+    async def endpoints(self, credentials: RealmCredentials) -> RealmEndpoints:
+        """The realm's token endpoint, JWKS and issuer, every one at an allowed origin.
+        A token_url from Vault wins over the discovery document's token endpoint."""
+        url = self.url_for(credentials)
+        realm = credentials.realm
+        discovered = await self._discovery.endpoints(
+            realm_base(url), lambda candidate: self._allowed_url(realm, candidate)
+        )
+        token_endpoint = url if credentials.token_url else discovered.token_endpoint
+        return RealmEndpoints(
+            token_endpoint=token_endpoint,
+            jwks_uri=discovered.jwks_uri,
+            issuer=credentials.issuer or discovered.issuer,
+            discovered=discovered.discovered,
+        )
 
     def _allowed_url(self, realm: str, url: str) -> str:
         try:
@@ -112,19 +148,11 @@ class KeycloakTokenIssuer:
             raise
 
     async def fetch(self, credentials: RealmCredentials) -> AccessToken:
-        form = {"grant_type": "client_credentials"}
-        if credentials.scope:
-            form["scope"] = credentials.scope
-        headers = {
-            "Authorization": basic_authorization(
-                credentials.client_id, credentials.client_secret.get_secret_value()
-            ),
-            "Accept": "application/json",
-        }
-        url = self.url_for(credentials)
+        endpoints = await self.endpoints(credentials)
+        form, headers = _request(credentials)
         issued_at = self._clock.now()
         try:
-            response = await self._client.post(url, data=form, headers=headers)
+            response = await self._client.post(endpoints.token_endpoint, data=form, headers=headers)
         except httpx.TimeoutException as exc:
             raise IdPUnavailable("the identity provider did not answer in time") from exc
         except httpx.HTTPError as exc:
@@ -132,14 +160,25 @@ class KeycloakTokenIssuer:
                 f"the identity provider is unreachable ({type(exc).__name__})"
             ) from exc
         token = self._parse(response, issued_at=issued_at, version=credentials.version)
-        # The keys and the issuer come from the token endpoint's own (allowed) origin.
-        base = realm_base(url)
-        jwks_url = self._allowed_url(credentials.realm, f"{base}/protocol/openid-connect/certs")
+        await self._check(token, credentials.verify, endpoints)
+        return token
+
+    async def _check(self, token: AccessToken, mode: str, endpoints: RealmEndpoints) -> None:
+        """Apply the realm's verify mode (see the module docstring)."""
+        if mode == "none":
+            return
+        if _jwt_claims(token.value) is None:
+            if mode == "jwks":
+                raise IdPBadResponse(
+                    "the identity provider's access_token is not a JWT (the realm's verify is jwks)"
+                )
+            return  # auto: an opaque token, issued over an allowed origin
         try:
-            await self._verifier.verify(token.value, jwks_url=jwks_url, issuer=base)
+            await self._verifier.verify(
+                token.value, jwks_url=endpoints.jwks_uri, issuer=endpoints.issuer
+            )
         except VerificationError as exc:
             raise IdPBadResponse(f"the identity provider's token was refused: {exc}") from exc
-        return token
 
     def _parse(self, response: httpx.Response, *, issued_at: float, version: int) -> AccessToken:
         status = response.status_code
@@ -168,9 +207,13 @@ class KeycloakTokenIssuer:
             or expires_in <= 0
         ):
             raise IdPBadResponse("the identity provider's answer has no valid expires_in")
-        expires_at = rules.expires_at(
-            issued_at=issued_at, exp=_jwt_exp(value), expires_in=float(expires_in)
-        )
+        # Counted from the moment the request was sent: the token cannot have lived less.
+        expires_at = issued_at + float(expires_in)
+        exp = _jwt_exp(value)
+        if exp is not None:
+            expires_at = rules.expires_at(
+                issued_at=issued_at, exp=exp, expires_in=float(expires_in)
+            )
         if expires_at <= self._clock.now():
             raise IdPBadResponse("the identity provider issued an expired token")
         scope = body.get("scope")
@@ -201,13 +244,36 @@ def _json_object(response: httpx.Response) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def _jwt_exp(value: str) -> float:
-    """The `exp` claim, read without verifying the signature (only the expiry is used)."""
+def _request(credentials: RealmCredentials) -> tuple[dict[str, str], dict[str, str]]:
+    """The form and headers of the grant: the secret in Basic (the default) or the form."""
+    form = {"grant_type": "client_credentials"}
+    if credentials.scope:
+        form["scope"] = credentials.scope
+    headers = {"Accept": "application/json"}
+    secret = credentials.client_secret.get_secret_value()
+    if credentials.auth_method == "client_secret_post":
+        form.update(client_id=credentials.client_id, client_secret=secret)
+    else:
+        headers["Authorization"] = basic_authorization(credentials.client_id, secret)
+    return form, headers
+
+
+def _jwt_claims(value: str) -> dict[str, Any] | None:
+    """The claims of a JWT, read without verifying anything; None for an opaque token."""
     try:
         claims = jwt.decode(value, options={"verify_signature": False, "verify_exp": False})
-    except jwt.PyJWTError as exc:
-        raise IdPBadResponse("the identity provider's access_token is not a JWT") from exc
-    exp = claims.get("exp")
+    except jwt.PyJWTError:
+        return None
+    return claims if isinstance(claims, dict) else None
+
+
+def _jwt_exp(value: str) -> float | None:
+    """A JWT's `exp` (only the expiry is used, unverified); None for an opaque token or a
+    JWT without one, whose life is then `expires_in` alone."""
+    claims = _jwt_claims(value)
+    if claims is None or claims.get("exp") is None:
+        return None
+    exp = claims["exp"]
     if not isinstance(exp, int | float) or isinstance(exp, bool):
-        raise IdPBadResponse("the identity provider's access_token has no exp claim")
+        raise IdPBadResponse("the identity provider's access_token has no valid exp claim")
     return float(exp)

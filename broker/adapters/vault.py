@@ -77,8 +77,10 @@ class VaultSecretSource:
         mount: str = "secret",
         prefix: str = "atlas",
         timeout: int = 5,
+        default_verify: str = "auto",
     ) -> None:
         self._client = hvac.Client(url=url, timeout=timeout)
+        self._default_verify = default_verify
         self._auth = auth
         self._mount = mount
         self._prefix = prefix.strip("/")
@@ -181,7 +183,7 @@ class VaultSecretSource:
                 raise_on_deleted_version=True,
             ),
         )
-        return _credentials(realm, response)
+        return _credentials(realm, response, default_verify=self._default_verify)
 
     async def current_version(self, realm: str) -> int:
         def read() -> int:
@@ -277,7 +279,26 @@ def _keyring(data: dict[str, Any]) -> Keyring:
         raise SecretSourceUnavailable("the token cache key in vault is malformed") from exc
 
 
-def _credentials(realm: str, response: dict[str, Any]) -> RealmCredentials:
+VERIFY_MODES = ("auto", "jwks", "none")
+AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
+
+def _choice(realm: str, data: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str | None:
+    """An optional field that must be one of `allowed` (the message names the field and
+    the choices, never the value: a secret pasted into the wrong field stays unsaid)."""
+    value = data.get(field)
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise CredentialsInvalid(
+            f"realm {realm!r}: {field} in the secret store must be one of {', '.join(allowed)}"
+        )
+    return str(value)
+
+
+def _credentials(
+    realm: str, response: dict[str, Any], *, default_verify: str = "auto"
+) -> RealmCredentials:
     data = response.get("data", {}).get("data") or {}
     metadata = response.get("data", {}).get("metadata") or {}
     if metadata.get("deletion_time") or metadata.get("destroyed"):
@@ -290,6 +311,7 @@ def _credentials(realm: str, response: dict[str, Any]) -> RealmCredentials:
         raise CredentialsInvalid(f"realm {realm!r} has no client_secret in the secret store")
     token_url = data.get("token_url")
     scope = data.get("scope")
+    issuer = data.get("issuer")
     return RealmCredentials(
         realm=realm,
         client_id=client_id,
@@ -298,4 +320,7 @@ def _credentials(realm: str, response: dict[str, Any]) -> RealmCredentials:
         token_url=token_url if isinstance(token_url, str) and token_url else None,
         scope=scope if isinstance(scope, str) and scope else None,
         api_url=api_url if isinstance(api_url := data.get("api_url"), str) and api_url else None,
+        verify=_choice(realm, data, "verify", VERIFY_MODES) or default_verify,
+        auth_method=_choice(realm, data, "auth_method", AUTH_METHODS) or AUTH_METHODS[0],
+        issuer=issuer if isinstance(issuer, str) and issuer else None,
     )

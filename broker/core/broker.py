@@ -274,6 +274,7 @@ class TokenBroker:
             last_refresh=state.last_refresh,
             credential_version=state.credentials.version if state.credentials else None,
             last_error=state.last_error,
+            verify=state.credentials.verify if state.credentials else None,
         )
 
     def realm_statuses(self) -> dict[str, RealmStatus]:

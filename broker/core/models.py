@@ -22,6 +22,12 @@ class RealmCredentials:
     token_url: str | None = None
     scope: str | None = None
     api_url: str | None = None  # the realm's Atlas API base, overriding BROKER_API_URL
+    # How the IdP's tokens are checked ("auto", "jwks", "none"), how the client
+    # authenticates ("client_secret_basic", "client_secret_post"), and the `iss` its
+    # tokens carry when it differs from the URL the broker reaches (a proxy).
+    verify: str = "auto"
+    auth_method: str = "client_secret_basic"
+    issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +112,7 @@ class RealmStatus:
     last_refresh: float | None
     credential_version: int | None
     last_error: str | None
+    verify: str | None = None  # the realm's verify mode, once its credentials were read
 
 
 @dataclass(frozen=True, slots=True)

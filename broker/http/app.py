@@ -135,6 +135,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                 mount=settings.vault_kv_mount,
                 prefix=settings.vault_prefix,
                 timeout=settings.vault_timeout,
+                default_verify=settings.idp_verify,
             )
             stack.push_async_callback(secrets.aclose)
             issuer = TimedTokenIssuer(
@@ -143,6 +144,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
                     idp_url=settings.idp_url,
                     clock=clock,
                     allowed_origins=settings.allowed_idp_origins,
+                    realm_path=settings.idp_realm_path,
                 ),
                 metrics,
             )

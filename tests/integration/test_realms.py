@@ -71,6 +71,7 @@ def test_auditor_sees_every_realm_with_its_status(
         "last_refresh": None,
         "credential_version": None,
         "last_error": None,
+        "verify": None,  # the realm's secret was not read yet
     } == entries[realms[0].name]
 
 

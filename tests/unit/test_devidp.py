@@ -322,6 +322,8 @@ async def test_stats_count_every_token_request_per_realm(idp: httpx.AsyncClient)
         "token_requests_total": 3,
         "tokens_issued": {"acme": 1},
         "tokens_issued_total": 1,
+        "discovery_requests": {},
+        "token_hosts": {"acme": {"idp.test": 2}, "nowhere": {"idp.test": 1}},
     }
 
 
@@ -645,3 +647,62 @@ def test_module_serves_on_a_free_port(tmp_path: Path) -> None:
     assert (response.status_code, body["expires_in"]) == (200, 90)
     assert unverified(body["access_token"])["iss"] == f"{base}/auth/realms/acme"
     assert not [text for text in (SECRET, body["access_token"]) if text in log.read_text()]
+
+
+# --- scopes per client -------------------------------------------------------------------
+
+REPORTS = DevClient(CLIENT_ID, SECRET, scopes=("reports.read", "reports.write"))
+
+
+async def test_requested_subset_of_client_scopes_is_granted() -> None:
+    """A request for some of a client's scopes gets a token with exactly those."""
+    async with idp_client(REPORTS) as idp:
+        response = await idp.post(
+            TOKEN_URL, data={**GRANT, "scope": "reports.read"}, headers=basic()
+        )
+        body = response.json()
+        claims = await verified_claims(idp, body["access_token"])
+
+    assert (body["scope"], claims["scope"]) == ("reports.read", "reports.read")
+
+
+async def test_scope_outside_client_scopes_is_invalid_scope() -> None:
+    """A request naming a scope outside the client's list is 400 invalid_scope."""
+    async with idp_client(REPORTS) as idp:
+        response = await idp.post(
+            TOKEN_URL, data={**GRANT, "scope": "reports.read admin"}, headers=basic()
+        )
+
+    assert (response.status_code, response.json()["error"]) == (400, "invalid_scope")
+
+
+async def test_client_with_scopes_gets_default_scope_without_request() -> None:
+    """A request naming no scope gets the default token, not the client's whole list."""
+    async with idp_client(REPORTS) as idp:
+        body = (await token_response(idp)).json()
+
+    assert body["scope"] == "profile email"
+
+
+async def test_control_endpoint_sets_client_scopes(idp: httpx.AsyncClient) -> None:
+    """A client put through /_dev with scopes is held to them."""
+    put = await idp.put(
+        f"/_dev/realms/acme/clients/{CLIENT_ID}",
+        json={"client_secret": SECRET, "scopes": ["reports.read"]},
+    )
+    refused = await idp.post(TOKEN_URL, data={**GRANT, "scope": "reports.write"}, headers=basic())
+
+    assert (put.json()["scopes"], refused.json()["error"]) == (["reports.read"], "invalid_scope")
+
+
+def test_config_reads_client_scopes() -> None:
+    """A client's scopes list in the configuration becomes its allowed scopes."""
+    data = {
+        "realms": {
+            "acme": {"clients": [{"client_id": "a", "client_secret": "s", "scopes": ["x.read"]}]}
+        }
+    }
+
+    config = IdPConfig.from_dict(data)
+
+    assert config.clients["acme"][0].allowed_scopes() == frozenset({"x.read"})

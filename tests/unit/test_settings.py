@@ -371,3 +371,30 @@ def test_a_tls_certificate_needs_its_key(tmp_path: Path, monkeypatch: pytest.Mon
 def test_docs_are_off_by_default() -> None:
     """The documentation page is served only when asked for."""
     assert Settings().docs is False
+
+
+# --- real identity providers -------------------------------------------------------------
+
+
+def test_keycloak17_realm_path_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKER_IDP_REALM_PATH=/realms/{realm} selects Keycloak 17's layout."""
+    monkeypatch.setenv("BROKER_IDP_REALM_PATH", "/realms/{realm}")
+
+    assert load_settings().idp_realm_path == "/realms/{realm}"
+
+
+@pytest.mark.parametrize("value", ["/realms/acme", "realms/{realm}", "/realms/{realm}?x=1"])
+def test_realm_path_without_placeholder_or_slash_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    """A realm path must start with / and hold {realm}, and nothing but path characters."""
+    monkeypatch.setenv("BROKER_IDP_REALM_PATH", value)
+
+    assert settings_error().startswith("BROKER_IDP_REALM_PATH: ")
+
+
+def test_unknown_verify_default_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """BROKER_IDP_VERIFY is one of auto, jwks and none."""
+    monkeypatch.setenv("BROKER_IDP_VERIFY", "sometimes")
+
+    assert settings_error().startswith("BROKER_IDP_VERIFY: ")

@@ -25,6 +25,11 @@ class RealmEntry(BaseModel):
     )
     credential_version: int | None = Field(default=None, description="Vault secret version.")
     last_error: str | None = Field(default=None, description="Last failure, cleared on success.")
+    verify: str | None = Field(
+        default=None,
+        description="How the realm's tokens are checked: auto, jwks or none (once read).",
+        examples=["auto"],
+    )
 
     @classmethod
     def of(cls, status: RealmStatus) -> RealmEntry:
@@ -35,6 +40,7 @@ class RealmEntry(BaseModel):
             last_refresh=iso_time(status.last_refresh) if status.last_refresh else None,
             credential_version=status.credential_version,
             last_error=status.last_error,
+            verify=status.verify,
         )
 
 

@@ -157,6 +157,15 @@ class DevIdP:
     def set_token_lifetime(self, seconds: int) -> None:
         self.control("PUT", "/config", json={"token_lifetime": seconds})
 
+    def set_realm(self, realm: str, **options: Any) -> None:
+        """Set a realm's options (token_format, discovery, path, auth_methods,
+        discovery_overrides), creating the realm when missing."""
+        self.control("PUT", f"/realms/{realm}", json=options)
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = self.control("GET", "/stats").json()
+        return stats
+
 
 def start_dev_idp(
     log_dir: Path, *, config: Path | None = None, token_lifetime: int = 3600, name: str = "idp"

@@ -124,28 +124,52 @@ class LocalStack:
 
     # -- realms -----------------------------------------------------------------------
 
-    def add_realm(self, name: str, *, client_id: str, in_vault: bool = True) -> Realm:
-        """Realm `name` with a new client secret, known to the IdP (and to OpenBao)."""
+    def add_realm(
+        self,
+        name: str,
+        *,
+        client_id: str,
+        in_vault: bool = True,
+        scopes: Sequence[str] | None = None,
+        vault_fields: Mapping[str, str] | None = None,
+    ) -> Realm:
+        """Realm `name` with a new client secret, known to the IdP (and to OpenBao).
+
+        `scopes` are the scopes the IdP lets the client request (None: any);
+        `vault_fields` go into the realm's secret beside the id and secret.
+        """
         realm = Realm(name, client_id, secrets.token_urlsafe(24))
-        self.idp_control(
-            "PUT",
-            f"/realms/{realm.name}/clients/{realm.client_id}",
-            json={"client_secret": realm.client_secret},
-        )
+        client: dict[str, Any] = {"client_secret": realm.client_secret}
+        if scopes is not None:
+            client["scopes"] = list(scopes)
+        self.idp_control("PUT", f"/realms/{realm.name}/clients/{realm.client_id}", json=client)
         if in_vault:
             self.openbao.write_realm(
-                realm.name, {"client_id": realm.client_id, "client_secret": realm.client_secret}
+                realm.name,
+                {
+                    "client_id": realm.client_id,
+                    "client_secret": realm.client_secret,
+                    **(vault_fields or {}),
+                },
             )
         return realm
 
     def new_realm(
-        self, prefix: str = "realm", *, client_id: str | None = None, in_vault: bool = True
+        self,
+        prefix: str = "realm",
+        *,
+        client_id: str | None = None,
+        in_vault: bool = True,
+        scopes: Sequence[str] | None = None,
+        vault_fields: Mapping[str, str] | None = None,
     ) -> Realm:
         """A realm no one has used yet: `prefix` and a random suffix."""
         return self.add_realm(
             f"{prefix}-{uuid.uuid4().hex[:8]}",
             client_id=client_id or f"atlas-{prefix}",
             in_vault=in_vault,
+            scopes=scopes,
+            vault_fields=vault_fields,
         )
 
     # -- the development IdP ----------------------------------------------------------

@@ -10,31 +10,89 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 _TOP_LEVEL_KEYS = frozenset({"token_lifetime", "issuer_base", "admin_token", "realms"})
-_CLIENT_KEYS = frozenset({"client_id", "client_secret", "scope"})
+_CLIENT_KEYS = frozenset({"client_id", "client_secret", "scope", "scopes"})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class DevClient:
     """A confidential client allowed the client-credentials grant in one realm.
 
-    ``scope``, when set, is both the client's default scope and the only scopes it may
-    request (space-separated, as in RFC 6749 §3.3).
+    ``scope`` is the scope granted when a request names none (space-separated, as in
+    RFC 6749 §3.3). ``scopes`` lists every scope the client may request (its default
+    scope counts too); a request for any other is ``invalid_scope``. With ``scopes``
+    unset, ``scope`` alone bounds the requests, and with neither any scope is granted.
     """
 
     client_id: str
     client_secret: str = dataclasses.field(repr=False)
     scope: str | None = None
+    scopes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.client_id:
             raise ValueError("client_id must not be empty")
         if not self.client_secret:
             raise ValueError(f"client {self.client_id!r}: client_secret must not be empty")
+        if self.scopes is not None and any(not s or " " in s for s in self.scopes):
+            raise ValueError(f"client {self.client_id!r}: each of scopes must be one word")
+
+    def allowed_scopes(self) -> frozenset[str] | None:
+        """The scopes this client may request; ``None`` when it may request any."""
+        default = frozenset((self.scope or "").split())
+        if self.scopes is not None:
+            return frozenset(self.scopes) | default
+        return default if self.scope is not None else None
+
+
+TokenFormat = Literal["jwt", "opaque"]
+AuthMethod = Literal["client_secret_basic", "client_secret_post"]
+REALM_PATHS = ("/auth/realms", "/realms")
+_REALM_KEYS = frozenset(
+    {
+        "clients",
+        "token_format",
+        "discovery",
+        "path",
+        "auth_methods",
+        "discovery_overrides",
+        "issuer",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RealmOptions:
+    """How one realm looks from outside: what its tokens are and where it lives.
+
+    ``token_format`` ``opaque`` issues random strings instead of signed JWTs (as many
+    IdPs do); ``discovery`` False serves no ``/.well-known/openid-configuration``;
+    ``path`` ``/realms`` is the Keycloak 17+ layout (``/auth/realms`` before it);
+    ``auth_methods`` are the client authentications the token endpoint accepts;
+    ``discovery_overrides`` replace members of the discovery document (a test's
+    misdirected ``token_endpoint``, say); ``issuer``, when set, is the realm's ``iss``
+    whatever URL reached it (an IdP behind a proxy with another public name).
+    """
+
+    token_format: TokenFormat = "jwt"
+    discovery: bool = True
+    path: str = "/auth/realms"
+    auth_methods: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
+    discovery_overrides: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    issuer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.token_format not in ("jwt", "opaque"):
+            raise ValueError("token_format must be 'jwt' or 'opaque'")
+        if self.path not in REALM_PATHS:
+            raise ValueError(f"path must be one of {list(REALM_PATHS)}")
+        known = {"client_secret_basic", "client_secret_post"}
+        if not self.auth_methods or set(self.auth_methods) - known:
+            raise ValueError(f"auth_methods must be a non-empty subset of {sorted(known)}")
 
 
 @dataclasses.dataclass(slots=True)
@@ -47,6 +105,7 @@ class IdPConfig:
     """
 
     clients: dict[str, list[DevClient]] = dataclasses.field(default_factory=dict)
+    realms: dict[str, RealmOptions] = dataclasses.field(default_factory=dict)
     token_lifetime: int = 3600
     issuer_base: str | None = None
     admin_token: str | None = dataclasses.field(default=None, repr=False)
@@ -61,7 +120,7 @@ class IdPConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> IdPConfig:
         """Build from the YAML shape: ``token_lifetime``, ``issuer_base``, ``admin_token``,
-        and ``realms: {name: {clients: [{client_id, client_secret, scope?}]}}``."""
+        and ``realms: {name: {clients: [{client_id, client_secret, scope?, scopes?}]}}``."""
         unknown = set(data) - _TOP_LEVEL_KEYS
         if unknown:
             raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
@@ -70,6 +129,11 @@ class IdPConfig:
             raise ValueError("realms must be a mapping of realm name to realm")
         return cls(
             clients={str(name): _realm_clients(str(name), realm) for name, realm in realms.items()},
+            realms={
+                str(name): _realm_options(str(name), realm)
+                for name, realm in realms.items()
+                if isinstance(realm, Mapping) and set(realm) - {"clients"}
+            },
             token_lifetime=data.get("token_lifetime", 3600),
             issuer_base=_optional_str(data, "issuer_base"),
             admin_token=_optional_str(data, "admin_token"),
@@ -103,8 +167,8 @@ def _optional_str(data: Mapping[str, Any], key: str) -> str | None:
 def _realm_clients(realm: str, body: object) -> list[DevClient]:
     if body is None:
         return []
-    if not isinstance(body, Mapping) or set(body) - {"clients"}:
-        raise ValueError(f"realm {realm!r}: expected a mapping with only 'clients'")
+    if not isinstance(body, Mapping) or set(body) - _REALM_KEYS:
+        raise ValueError(f"realm {realm!r}: expected a mapping of {sorted(_REALM_KEYS)}")
     entries = body.get("clients") or []
     if not isinstance(entries, list):
         raise ValueError(f"realm {realm!r}: clients must be a list")
@@ -123,4 +187,24 @@ def _client(realm: str, index: int, entry: object) -> DevClient:
         raise ValueError(f"{where}: client_id and client_secret must be strings")
     if fields["scope"] is not None and not isinstance(fields["scope"], str):
         raise ValueError(f"{where}: scope must be a string")
-    return DevClient(fields["client_id"], fields["client_secret"], fields["scope"])
+    scopes = fields["scopes"]
+    if scopes is not None and (
+        not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)
+    ):
+        raise ValueError(f"{where}: scopes must be a list of strings")
+    return DevClient(
+        fields["client_id"],
+        fields["client_secret"],
+        fields["scope"],
+        tuple(scopes) if scopes is not None else None,
+    )
+
+
+def _realm_options(realm: str, body: Mapping[str, Any]) -> RealmOptions:
+    options = {key: body[key] for key in _REALM_KEYS - {"clients"} if key in body}
+    if "auth_methods" in options:
+        options["auth_methods"] = tuple(options["auth_methods"] or ())
+    try:
+        return RealmOptions(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"realm {realm!r}: {exc}") from None

@@ -15,7 +15,7 @@ from typing import Any, Self
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from atlas_broker_dev.idp.config import DevClient
+from atlas_broker_dev.idp.config import AuthMethod, DevClient, RealmOptions, TokenFormat
 from atlas_broker_dev.idp.state import Fault, FaultMode, IdPState
 
 logger = logging.getLogger("atlas_broker_dev.idp")
@@ -27,6 +27,22 @@ class ClientBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     client_secret: str = Field(min_length=1)
     scope: str | None = None
+    scopes: list[str] | None = None
+
+
+_BOTH_METHODS: tuple[AuthMethod, ...] = ("client_secret_basic", "client_secret_post")
+
+
+class RealmBody(BaseModel):
+    """Body of ``PUT /_dev/realms/{realm}``: how the realm looks (see ``RealmOptions``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    token_format: TokenFormat = "jwt"
+    discovery: bool = True
+    path: str = "/auth/realms"
+    auth_methods: list[AuthMethod] = Field(default_factory=lambda: list(_BOTH_METHODS))
+    discovery_overrides: dict[str, str] = Field(default_factory=dict)
+    issuer: str | None = None
 
 
 class ConfigBody(BaseModel):
@@ -79,16 +95,42 @@ def control_router(state: IdPState) -> APIRouter:
 
     @router.put("/realms/{realm}/clients/{client_id}")
     async def put_client(realm: str, client_id: str, body: ClientBody) -> dict[str, Any]:
-        created = await state.put_client(
-            realm, DevClient(client_id, body.client_secret, body.scope)
-        )
+        scopes = tuple(body.scopes) if body.scopes is not None else None
+        try:
+            client = DevClient(client_id, body.client_secret, body.scope, scopes)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        created = await state.put_client(realm, client)
         logger.info(
             "client %s realm=%s client_id=%s",
             "created" if created else "replaced",
             realm,
             client_id,
         )
-        return {"realm": realm, "client_id": client_id, "scope": body.scope, "created": created}
+        return {
+            "realm": realm,
+            "client_id": client_id,
+            "scope": body.scope,
+            "scopes": body.scopes,
+            "created": created,
+        }
+
+    @router.put("/realms/{realm}")
+    async def put_realm(realm: str, body: RealmBody) -> dict[str, Any]:
+        try:
+            options = RealmOptions(
+                token_format=body.token_format,
+                discovery=body.discovery,
+                path=body.path,
+                auth_methods=tuple(body.auth_methods),
+                discovery_overrides=dict(body.discovery_overrides),
+                issuer=body.issuer,
+            )
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+        await state.put_realm(realm, options)
+        logger.info("realm options set realm=%s", realm)
+        return {"realm": realm, **body.model_dump()}
 
     @router.delete("/realms/{realm}/clients/{client_id}", status_code=204)
     async def delete_client(realm: str, client_id: str) -> Response:

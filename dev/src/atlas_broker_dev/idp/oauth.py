@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import logging
 import time
@@ -22,15 +23,21 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from atlas_broker_dev.idp.config import DevClient
+from atlas_broker_dev.idp.config import REALM_PATHS, AuthMethod, DevClient
 from atlas_broker_dev.idp.state import Fault, IdPState
-from atlas_broker_dev.idp.tokens import access_token_claims, tamper_signature, unsigned_token
+from atlas_broker_dev.idp.tokens import (
+    access_token_claims,
+    opaque_token,
+    realm_issuer,
+    tamper_signature,
+    unsigned_token,
+)
 
 logger = logging.getLogger("atlas_broker_dev.idp")
 
-TOKEN_PATH = "/auth/realms/{realm}/protocol/openid-connect/token"
-CERTS_PATH = "/auth/realms/{realm}/protocol/openid-connect/certs"
-DISCOVERY_PATH = "/auth/realms/{realm}/.well-known/openid-configuration"
+TOKEN_PATH = "/protocol/openid-connect/token"
+CERTS_PATH = "/protocol/openid-connect/certs"
+DISCOVERY_PATH = "/.well-known/openid-configuration"
 
 _MAX_FORM_BYTES = 64 * 1024
 _HANG_SECONDS = 3600.0
@@ -59,19 +66,30 @@ class OAuthError(Exception):
 
 
 def oauth_router(state: IdPState) -> APIRouter:
-    """Routes under ``/auth/realms/{realm}``, bound to one IdP's state."""
+    """Routes under both realm layouts, ``/auth/realms/{realm}`` (Keycloak before 17) and
+    ``/realms/{realm}``; each realm answers only under the one its options name."""
     router = APIRouter()
+    for path in REALM_PATHS:
+        _add_realm_routes(router, state, path)
+    return router
 
-    @router.post(TOKEN_PATH)
+
+def _add_realm_routes(router: APIRouter, state: IdPState, path: str) -> None:
+    def served_here(realm: str) -> bool:
+        return realm in state.clients and state.realm_options(realm).path == path
+
+    @router.post(path + "/{realm}" + TOKEN_PATH)
     async def token(realm: str, request: Request) -> Response:
         state.token_requests[realm] += 1
+        host = request.headers.get("host", "")
+        state.token_hosts.setdefault(realm, collections.Counter())[host] += 1
         fault = state.take_fault(realm)
         if fault is not None:
             early = await _transport_fault(fault, request)
             if early is not None:
                 logger.info("token request realm=%s fault=%s", realm, fault.mode)
                 return early
-        if realm not in state.clients:
+        if not served_here(realm):
             return _realm_not_found()
         try:
             client, scope = await _grant(state, realm, request)
@@ -85,32 +103,30 @@ def oauth_router(state: IdPState) -> APIRouter:
         logger.info("token issued realm=%s client_id=%s fault=%s", realm, client.client_id, mode)
         return JSONResponse(body, headers=_NO_STORE)
 
-    @router.get(CERTS_PATH)
+    @router.get(path + "/{realm}" + CERTS_PATH)
     async def certs(realm: str) -> Response:
-        if realm not in state.keys:
+        if not served_here(realm):
             return _realm_not_found()
         return JSONResponse({"keys": [state.keys[realm].public_jwk]})
 
-    @router.get(DISCOVERY_PATH)
+    @router.get(path + "/{realm}" + DISCOVERY_PATH)
     async def discovery(realm: str, request: Request) -> Response:
-        if realm not in state.keys:
+        state.discovery_requests[realm] += 1
+        options = state.realm_options(realm)
+        if not served_here(realm) or not options.discovery:
             return _realm_not_found()
-        issuer = state.issuer(str(request.base_url), realm)
-        return JSONResponse(
-            {
-                "issuer": issuer,
-                "token_endpoint": f"{issuer}/protocol/openid-connect/token",
-                "jwks_uri": f"{issuer}/protocol/openid-connect/certs",
-                "grant_types_supported": ["client_credentials"],
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_basic",
-                    "client_secret_post",
-                ],
-                "id_token_signing_alg_values_supported": ["RS256"],
-            }
-        )
-
-    return router
+        # Endpoints under the URL this request reached, as Keycloak serves them to its
+        # back channel; the issuer may be a public name fixed in the realm's options.
+        here = realm_issuer(str(request.base_url), realm, path)
+        document = {
+            "issuer": state.issuer(str(request.base_url), realm),
+            "token_endpoint": f"{here}{TOKEN_PATH}",
+            "jwks_uri": f"{here}{CERTS_PATH}",
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": list(options.auth_methods),
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }
+        return JSONResponse({**document, **options.discovery_overrides})
 
 
 def _realm_not_found() -> JSONResponse:
@@ -160,6 +176,11 @@ async def _grant(state: IdPState, realm: str, request: Request) -> tuple[DevClie
     return client, _granted_scope(client, form.get("scope"))
 
 
+def _check_method(state: IdPState, realm: str, method: AuthMethod) -> None:
+    if method not in state.realm_options(realm).auth_methods:
+        raise OAuthError(400, "unauthorized_client", f"Client authentication {method} refused")
+
+
 async def _read_form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
@@ -185,12 +206,14 @@ def _authenticate(
     scheme, _, credentials = (authorization or "").partition(" ")
     basic_realm = realm if scheme.lower() == "basic" else None
     if basic_realm is not None:
+        _check_method(state, realm, "client_secret_basic")
         client_id, secret = _decode_basic(credentials.strip(), realm)
         if "client_secret" in form:
             raise OAuthError(400, "invalid_request", "Multiple client authentication methods")
         if form.get("client_id", client_id) != client_id:
             raise OAuthError(400, "invalid_request", "client_id does not match the credentials")
     else:
+        _check_method(state, realm, "client_secret_post")
         client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
     client = state.find_client(realm, client_id, secret) if client_id and secret else None
     if client is None:
@@ -218,10 +241,12 @@ def _decode_basic(credentials: str, realm: str) -> tuple[str, str]:
 
 
 def _granted_scope(client: DevClient, requested: str | None) -> str:
+    """The requested scopes (the client's default when none), if the client may have them."""
     wanted = list(dict.fromkeys((requested or "").split()))
     if not wanted:
         return client.scope or _DEFAULT_SCOPE
-    if client.scope is not None and not set(wanted) <= set(client.scope.split()):
+    allowed = client.allowed_scopes()
+    if allowed is not None and not set(wanted) <= allowed:
         raise OAuthError(400, "invalid_scope", "Invalid scopes: " + " ".join(wanted))
     return " ".join(wanted)
 
@@ -246,7 +271,9 @@ def _token_body(
     )
     signed = mode != "alg_none"
     access_token = state.keys[realm].sign(claims) if signed else unsigned_token(claims)
-    if mode == "bad_signature":
+    if state.realm_options(realm).token_format == "opaque":
+        access_token = opaque_token()
+    elif mode == "bad_signature":
         access_token = tamper_signature(access_token)
     body: dict[str, Any] = {
         "access_token": access_token,

@@ -14,7 +14,7 @@ from typing import Literal
 
 import anyio.to_thread
 
-from atlas_broker_dev.idp.config import DevClient, IdPConfig
+from atlas_broker_dev.idp.config import DevClient, IdPConfig, RealmOptions
 from atlas_broker_dev.idp.keys import RealmKey
 from atlas_broker_dev.idp.tokens import realm_issuer
 
@@ -54,6 +54,9 @@ class IdPState:
             realm: {client.client_id: client for client in clients}
             for realm, clients in config.clients.items()
         }
+        self.options: dict[str, RealmOptions] = dict(config.realms)
+        for realm in self.options:
+            self.clients.setdefault(realm, {})
         self.keys: dict[str, RealmKey] = {realm: RealmKey.generate() for realm in self.clients}
         self.token_lifetime = config.token_lifetime
         self.issuer_base = config.issuer_base
@@ -61,10 +64,33 @@ class IdPState:
         self.faults: dict[str | None, Fault] = {}
         self.token_requests: collections.Counter[str] = collections.Counter()
         self.tokens_issued: collections.Counter[str] = collections.Counter()
+        self.discovery_requests: collections.Counter[str] = collections.Counter()
+        # Token requests per realm and Host header: which of the IdP's names was used.
+        self.token_hosts: dict[str, collections.Counter[str]] = {}
+
+    def realm_options(self, realm: str) -> RealmOptions:
+        return self.options.get(realm) or RealmOptions()
 
     def issuer(self, request_base_url: str, realm: str) -> str:
         """``iss`` of a realm: from the configured base, else from the request's base URL."""
-        return realm_issuer(self.issuer_base or request_base_url, realm)
+        options = self.realm_options(realm)
+        if options.issuer is not None:
+            return options.issuer
+        path = options.path
+        return realm_issuer(self.issuer_base or request_base_url, realm, path)
+
+    async def put_realm(self, realm: str, options: RealmOptions) -> None:
+        """Set a realm's options, creating the realm (without clients) when missing."""
+        await self._ensure_key(realm)
+        self.clients.setdefault(realm, {})
+        self.options[realm] = options
+
+    async def _ensure_key(self, realm: str) -> None:
+        if realm not in self.keys:
+            key = await anyio.to_thread.run_sync(RealmKey.generate)
+            # Another request may have created the realm meanwhile; keep its key so
+            # tokens it already signed stay verifiable.
+            self.keys.setdefault(realm, key)
 
     def find_client(self, realm: str, client_id: str, client_secret: str) -> DevClient | None:
         """The client if the secret matches; the comparison is constant-time even when the
@@ -80,11 +106,7 @@ class IdPState:
         Returns whether the client is new. Key generation runs off the event loop so a
         realm created mid-test does not stall requests in flight.
         """
-        if realm not in self.keys:
-            key = await anyio.to_thread.run_sync(RealmKey.generate)
-            # Another request may have created the realm meanwhile; keep its key so
-            # tokens it already signed stay verifiable.
-            self.keys.setdefault(realm, key)
+        await self._ensure_key(realm)
         clients = self.clients.setdefault(realm, {})
         created = client.client_id not in clients
         clients[client.client_id] = client
@@ -97,6 +119,7 @@ class IdPState:
     def delete_realm(self, realm: str) -> bool:
         """Remove a realm with its clients and key. Returns whether it existed."""
         self.keys.pop(realm, None)
+        self.options.pop(realm, None)
         return self.clients.pop(realm, None) is not None
 
     def take_fault(self, realm: str) -> Fault | None:
@@ -119,9 +142,15 @@ class IdPState:
             "token_requests_total": self.token_requests.total(),
             "tokens_issued": dict(sorted(self.tokens_issued.items())),
             "tokens_issued_total": self.tokens_issued.total(),
+            "discovery_requests": dict(sorted(self.discovery_requests.items())),
+            "token_hosts": {
+                realm: dict(hosts) for realm, hosts in sorted(self.token_hosts.items())
+            },
         }
 
     def reset_stats(self) -> None:
         """Zero every counter."""
         self.token_requests.clear()
         self.tokens_issued.clear()
+        self.discovery_requests.clear()
+        self.token_hosts.clear()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
+import string
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -18,9 +20,16 @@ from atlas_broker_dev.idp.config import DevClient
 _SUBJECT_NAMESPACE = uuid.UUID("6f0d3b8e-2c55-4d0a-9a43-6d1f3c0b7e21")
 
 
-def realm_issuer(base_url: str, realm: str) -> str:
-    """Keycloak's (pre-17, ``/auth``-prefixed) issuer URL of a realm."""
-    return f"{base_url.rstrip('/')}/auth/realms/{realm}"
+def realm_issuer(base_url: str, realm: str, path: str = "/auth/realms") -> str:
+    """Keycloak's issuer URL of a realm: under ``/auth/realms`` before Keycloak 17,
+    ``/realms`` since."""
+    return f"{base_url.rstrip('/')}{path}/{realm}"
+
+
+def opaque_token() -> str:
+    """A random access token that is not a JWT, like the Atlas document's example."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(30))
 
 
 def client_subject(realm: str, client_id: str) -> str:
