@@ -55,6 +55,7 @@ class LabelBounds:
         self._policy = policy
         self._policy_seen: Policy | None = None
         self._callers: frozenset[str] = frozenset()
+        self._scope_sets: set[frozenset[str]] = set()
 
     def know_realm(self, realm: str) -> None:
         """The broker held this realm's credentials or served its token: a real realm."""
@@ -64,11 +65,24 @@ class LabelBounds:
         return realm if realm in self._realms else OTHER
 
     def caller(self, name: str | None) -> str:
+        self._reload()
+        return name if name in self._callers else OTHER
+
+    def scope(self, scope: str | None) -> str:
+        """A scope set as a label only when some caller of the policy may ask for all of
+        it (`""` is the realm's default token); so the sets are as few as the policy says."""
+        self._reload()
+        if not scope:
+            return ""
+        asked = frozenset(scope.split(" "))
+        return scope if any(asked <= allowed for allowed in self._scope_sets) else OTHER
+
+    def _reload(self) -> None:
         policy = self._policy()
         if policy is not self._policy_seen:  # reloaded: the names change with it
             self._policy_seen = policy
             self._callers = frozenset(entry.name for entry in policy.spec.callers)
-        return name if name in self._callers else OTHER
+            self._scope_sets = {frozenset(e.scopes) for e in policy.spec.callers if e.scopes}
 
 
 _NO_POLICY = Policy.empty()
@@ -95,6 +109,13 @@ class BrokerMetrics:
             "token_requests",
             "Token requests by realm, outcome (issued or the refusal's reason) and source.",
             ["realm", "outcome", "source"],
+        )
+        self.scoped_requests = self._counter(
+            values,
+            "scoped_token_requests",
+            "Token requests asking for a scope set (`?scope=`), by realm, scope set (only "
+            "sets the policy allows) and outcome (issued or the refusal's reason).",
+            ["realm", "scope", "outcome"],
         )
         self.caller_requests = self._counter(
             values,
@@ -165,6 +186,10 @@ class BrokerMetrics:
             self.bounds.know_realm(event.realm)
         realm = self.bounds.realm(event.realm)
         self.count(self.audit_events, kind).inc()
+        if event.scope and kind in ("token.issued", "token.denied"):
+            outcome = "issued" if kind == "token.issued" else event.reason or "denied"
+            scope = self.bounds.scope(event.scope)
+            self.count(self.scoped_requests, realm, scope, outcome).inc()
         if kind == "token.issued":
             self.count(self.requests, realm, "issued", event.source or "").inc()
             self.count(self.caller_requests, self.bounds.caller(event.caller), "issued").inc()
@@ -266,6 +291,15 @@ class StateCollector(Collector):
             if status.cached and status.expires_at is not None:
                 expiry.add_metric([realm], status.expires_at - now)
         yield expiry
+        degraded = GaugeMetricFamily(
+            f"{NAMESPACE}_realm_degraded",
+            "1 while the IdP refuses a realm's newer secret version and the realm serves "
+            "with the last one that worked, else 0.",
+            labels=["realm"],
+        )
+        for realm, status in self._statuses().items():
+            degraded.add_metric([realm], 1.0 if status.degraded else 0.0)
+        yield degraded
         up = GaugeMetricFamily(
             f"{NAMESPACE}_dependency_up",
             "Whether each dependency answered its last health check (1) or not (0).",

@@ -42,12 +42,16 @@ class AuditEvent:
     time: float
     outcome: str
     realm: str | None = None
+    scope: str | None = None
     caller: str | None = None
     source: str | None = None
     reason: str | None = None
     token_sha256: str | None = None
     token_expires_at: float | None = None
     credential_version: int | None = None
+    # `credentials.rejected`: the new version the IdP refused (`credential_version` is
+    # the one still in use).
+    rejected_version: int | None = None
     request_id: str | None = None
     client_ip: str | None = None
     # An aggregate (`auth.failed`): how many, over which span, for which reasons.
@@ -101,22 +105,27 @@ class AuditRecorder:
         source: str | None = None,
         token: AccessToken | None = None,
         credential_version: int | None = None,
+        rejected_version: int | None = None,
         reason: str | None = None,
         outcome: str = "success",
         ctx: RequestContext | None = None,
     ) -> None:
+        """`realm` may be a token slot (`rules.slot`): its scope set goes to `scope`."""
+        name, _, scope = realm.partition(" ")
         await self.sink.emit(
             AuditEvent(
                 event=event,
                 time=self._clock.now(),
                 outcome=outcome,
-                realm=realm,
+                realm=name,
+                scope=scope or None,
                 caller=caller,
                 source=source,
                 reason=reason,
                 token_sha256=token.fingerprint() if token else None,
                 token_expires_at=token.expires_at if token else None,
                 credential_version=credential_version,
+                rejected_version=rejected_version,
                 request_id=ctx.request_id if ctx else None,
                 client_ip=ctx.client_ip if ctx else None,
             )

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from broker.core import rules
 from broker.core.audit import AuditRecorder
 from broker.core.context import RequestContext
-from broker.core.errors import BrokerError, Forbidden, RealmNotFound, RealmUnsettled
+from broker.core.errors import (
+    BrokerError,
+    Forbidden,
+    IdPRejected,
+    InvalidScope,
+    RealmNotFound,
+    RealmUnsettled,
+    ScopeNotAllowed,
+)
 from broker.core.idp_backoff import IdPBackoff
 from broker.core.invalidation_follower import InvalidationFollower
 from broker.core.min_ttl_guard import MinTtlGuard
@@ -92,6 +100,8 @@ class TokenBroker:
             audit=self._audit,
             clock=clock,
             expiry_skew=timings.expiry_skew,
+            retry_base=timings.idp_backoff_base,
+            retry_max=timings.idp_backoff_max,
         )
         self._guard = MinTtlGuard(
             store,
@@ -172,23 +182,36 @@ class TokenBroker:
         return any(state.credentials is not None for state in self._realms.all())
 
     async def issue(
-        self, caller: Caller, realm: str, *, min_ttl: float, ctx: RequestContext
+        self,
+        caller: Caller,
+        realm: str,
+        *,
+        min_ttl: float,
+        ctx: RequestContext,
+        scopes: tuple[str, ...] = (),
     ) -> IssuedToken:
-        """A token for `realm` with at least `min_ttl` seconds left, if `caller` may have it.
+        """A token for `realm` with at least `min_ttl` seconds left, if `caller` may have it;
+        with `scopes` (normalised, `rules.parse_scopes`), one carrying just that scope set.
 
         Authorization comes first, so a refused caller learns nothing about the realm.
         """
+        slot = rules.slot(realm, scopes)
         if not caller.may_use(realm):
-            await self._audit_denied(caller.name, realm, "realm-not-allowed", ctx)
+            await self._audit_denied(caller.name, slot, "realm-not-allowed", ctx)
             raise Forbidden(f"caller {caller.name!r} may not use realm {realm!r}")
+        if not caller.may_ask(scopes):
+            await self._audit_denied(caller.name, slot, "scope-not-allowed", ctx)
+            raise ScopeNotAllowed(
+                f"caller {caller.name!r} may not ask for scope {rules.scope_label(scopes)!r}"
+            )
         try:
-            issued = await self.token(realm, min_ttl=min_ttl)
+            issued = await self.token(realm, min_ttl=min_ttl, scopes=scopes)
         except BrokerError as exc:
-            await self._audit_denied(caller.name, realm, exc.slug, ctx)
+            await self._audit_denied(caller.name, slot, exc.slug, ctx)
             raise
         await self._audit.record(
             "token.issued",
-            realm=realm,
+            realm=slot,
             caller=caller.name,
             source=issued.source.value,
             token=issued.token,
@@ -196,9 +219,13 @@ class TokenBroker:
         )
         return issued
 
-    async def token(self, realm: str, *, min_ttl: float = 60.0) -> IssuedToken:
-        """A token for `realm` with at least `min_ttl` seconds of validity left."""
-        state = self._realms.state(realm)
+    async def token(
+        self, realm: str, *, min_ttl: float = 60.0, scopes: tuple[str, ...] = ()
+    ) -> IssuedToken:
+        """A token for `realm` (and the scope set `scopes`, else the realm's default
+        scope) with at least `min_ttl` seconds of validity left."""
+        slot = rules.slot(realm, scopes)
+        state = self._realms.state(slot)
         state.last_used = self._clock.monotonic()
         cached = state.token
         if cached is not None and self._satisfies(cached, min_ttl):
@@ -210,22 +237,32 @@ class TokenBroker:
             return self._satisfies(token, min_ttl)
 
         try:
-            return await self._supply.obtain(realm, enough)
+            return await self._supply.obtain(slot, enough)
         except RealmNotFound:
             # Forget names that are no realm, so guesses do not accumulate as state.
             if state.token is None and state.credentials is None:
-                self._realms.forget(realm)
+                self._realms.forget(slot)
             raise
         except Unsatisfied as exc:
             raise self._guard.refusal(state, min_ttl, exc.value) from None
+        except IdPRejected as exc:
+            if exc.reason != "invalid_scope" or not scopes:
+                raise
+            raise InvalidScope(
+                f"the identity provider refused scope {rules.scope_label(scopes)!r} "
+                f"for realm {realm!r} (invalid_scope)",
+                retry_after=exc.retry_after,
+            ) from None
 
     async def rotate(self, realm: str, *, actor: str, ctx: RequestContext) -> RealmStatus:
-        """Re-read the realm's credentials, drop its token on every replica, fetch anew."""
-        state = self._realms.state(realm)
+        """Re-read the realm's credentials, drop its tokens (every scope set) on every
+        replica, fetch anew. When the IdP refuses the new secret the realm keeps serving
+        with the last one that worked, degraded (see `realm_fetcher`)."""
         credentials = await self._secrets.credentials(realm)
-        state.credentials = credentials
-        await self._evict_everywhere(state, reason="rotated")
-        await self._backoff.clear(state)
+        for slot_state in self._slots(realm):
+            slot_state.credentials = credentials
+            await self._evict_everywhere(slot_state, reason="rotated")
+            await self._backoff.clear(slot_state)
         await self._audit.record(
             "credentials.rotated",
             realm=realm,
@@ -247,7 +284,8 @@ class TokenBroker:
         state = self._realms.state(realm)
         evicted = state.token
         try:
-            await self._evict_everywhere(state, reason="evicted")
+            for slot_state in self._slots(realm):
+                await self._evict_everywhere(slot_state, reason="evicted")
         except BrokerError as exc:
             await self._audit.record(
                 "token.evicted",
@@ -275,19 +313,29 @@ class TokenBroker:
             credential_version=state.credentials.version if state.credentials else None,
             last_error=state.last_error,
             verify=state.credentials.verify if state.credentials else None,
+            degraded=any(slot.degraded for slot in self._realms.of_realm(realm)),
+            rejected_version=next(
+                (s.rejected.version for s in self._realms.of_realm(realm) if s.rejected), None
+            ),
         )
 
     def realm_statuses(self) -> dict[str, RealmStatus]:
-        return {realm: self.realm_status(realm) for realm in self._realms.names()}
+        realms = sorted({state.realm for state in self._realms.all()})
+        return {realm: self.realm_status(realm) for realm in realms}
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _slots(self, realm: str) -> list[RealmState]:
+        """The realm's default slot and every scoped slot this replica holds."""
+        default = self._realms.state(realm)
+        return [default, *(s for s in self._realms.of_realm(realm) if s is not default)]
 
     def _satisfies(self, token: AccessToken, min_ttl: float) -> bool:
         return rules.satisfies(token, now=self._clock.now(), skew=self._skew, min_ttl=min_ttl)
 
     async def _evict_everywhere(self, state: RealmState, *, reason: str) -> None:
         state.drop_token()
-        generation = await self._store.evict(state.realm, reason=reason)
+        generation = await self._store.evict(state.key, reason=reason)
         state.shared_generation = max(state.shared_generation, generation)
         # Again: a load that read the store before the eviction landed must not keep or
         # serve what it read.

@@ -3,7 +3,9 @@
     BrokerError
     ├── CallerError                     the request cannot be served as asked (4xx)
     │   ├── Unauthenticated             401  no or unknown credential
-    │   ├── Forbidden                   403  caller may not use this realm / endpoint
+    │   ├── Forbidden                   403  caller may not use this realm / endpoint / scope
+    │   │   └── ScopeNotAllowed         403  caller may not ask for this scope set
+    │   ├── InvalidScope                400  the IdP refused the scope set asked for
     │   ├── RealmNotFound               404  no credentials for the realm in the secret source
     │   ├── InvalidRequest              422  malformed realm, min_ttl, ...
     │   │   └── MinTtlUnsatisfiable     422  even a fresh token lives shorter than min_ttl
@@ -68,6 +70,19 @@ class Forbidden(CallerError):
     status = 403
     slug = "forbidden"
     title = "Caller is not allowed this"
+
+
+class ScopeNotAllowed(Forbidden):
+    slug = "scope-not-allowed"
+    title = "Caller may not ask for this scope"
+
+
+class InvalidScope(CallerError):
+    """The IdP answered `invalid_scope` to the scope set a caller asked for."""
+
+    status = 400
+    slug = "invalid-scope"
+    title = "The identity provider refused the scope asked for"
 
 
 class RealmNotFound(CallerError):

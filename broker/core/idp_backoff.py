@@ -36,7 +36,7 @@ class IdPBackoff:
     async def _current(self, state: RealmState) -> Backoff | None:
         local = state.backoff
         try:
-            shared = await self._store.get_backoff(state.realm)
+            shared = await self._store.get_backoff(state.key)
         except StoreUnavailable:
             return local
         if shared is not None and (local is None or shared.next_attempt_at > local.next_attempt_at):
@@ -61,7 +61,7 @@ class IdPBackoff:
         delay = backoff_delay(failures, base=self._base, cap=self._cap)
         state.backoff = Backoff(failures, self._clock.now() + delay, code)
         with contextlib.suppress(StoreUnavailable):
-            await self._store.set_backoff(state.realm, state.backoff)
+            await self._store.set_backoff(state.key, state.backoff)
         return code
 
     async def succeeded(self, state: RealmState) -> None:
@@ -73,7 +73,7 @@ class IdPBackoff:
     async def clear(self, state: RealmState) -> None:
         state.backoff = None
         with contextlib.suppress(StoreUnavailable):
-            await self._store.clear_backoff(state.realm)
+            await self._store.clear_backoff(state.key)
 
 
 def error_from_code(code: str, *, retry_after: int) -> UpstreamError:

@@ -80,14 +80,14 @@ class InvalidationFollower:
             if token is None:
                 continue
             try:
-                cached = await self._store.get(state.realm)
+                cached = await self._store.get(state.key)
                 if state.see_generation(cached.generation):
                     state.credentials = None
                     continue
                 ttl = rules.cache_ttl(token, now=self._clock.now(), skew=self._skew)
                 if cached.token is None and ttl > 0:
                     await self._store.put(
-                        state.realm,
+                        state.key,
                         token,
                         ttl,
                         generation=state.shared_generation,

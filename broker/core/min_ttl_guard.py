@@ -88,7 +88,7 @@ class MinTtlGuard:
     async def claim(self, state: RealmState) -> bool:
         """Open the realm's forced-fetch window; False when one is open already."""
         try:
-            left = await self._store.claim_forced_fetch(state.realm, self._interval)
+            left = await self._store.claim_forced_fetch(state.key, self._interval)
         except StoreUnavailable:
             left = max(0.0, state.forced_window_until - self._clock.monotonic())
             if left == 0.0:

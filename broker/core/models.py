@@ -113,6 +113,9 @@ class RealmStatus:
     credential_version: int | None
     last_error: str | None
     verify: str | None = None  # the realm's verify mode, once its credentials were read
+    # A newer secret version the IdP refused; the realm serves with `credential_version`.
+    degraded: bool = False
+    rejected_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

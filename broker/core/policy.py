@@ -16,9 +16,11 @@ import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from broker.core import rules
 
 Role = Literal["auditor", "admin"]
 
@@ -56,6 +58,8 @@ class CallerSpec(BaseModel):
     spiffe_id: str | None = Field(default=None, pattern=r"^spiffe://[^/\s]+(/\S*)?$")
     cert_subject: str | None = Field(default=None, min_length=1, max_length=1024)
     realms: tuple[str, ...] = ()
+    # Scopes the caller may ask for (`?scope=`); absent: only the realm's default token.
+    scopes: tuple[Annotated[str, Field(pattern=rules.SCOPE_PATTERN)], ...] = ()
     roles: tuple[Role, ...] = ()
     rate_limit: RateLimitSpec | None = None
 
@@ -148,9 +152,14 @@ class Caller:
     realms: frozenset[str]
     roles: frozenset[str]
     rate_limit: RateLimit | None = None
+    scopes: frozenset[str] = frozenset()
 
     def may_use(self, realm: str) -> bool:
         return "*" in self.realms or realm in self.realms
+
+    def may_ask(self, scopes: tuple[str, ...]) -> bool:
+        """Whether the caller may ask for this scope set (none: the default token)."""
+        return self.scopes.issuperset(scopes)
 
     def has_role(self, role: Role) -> bool:
         # admin implies auditor.
@@ -205,6 +214,7 @@ class Policy:
                 frozenset(entry.realms),
                 frozenset(entry.roles),
                 limit.limit() if limit else None,
+                frozenset(entry.scopes),
             )
             if entry.api_key_sha256:
                 self._by_key_hash[entry.api_key_sha256.lower()] = caller

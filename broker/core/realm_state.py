@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from broker.core import rules
 from broker.core.models import AccessToken, Backoff, RealmCredentials
 
 TokenListener = Callable[["RealmState"], None]
@@ -29,22 +30,37 @@ class RealmState:
         "backoff",
         "credentials",
         "forced_window_until",
+        "good",
+        "key",
         "last_error",
         "last_refresh",
         "last_used",
         "local_epoch",
         "realm",
+        "rejected",
+        "rejected_failures",
+        "rejected_retry_at",
+        "scopes",
         "shared_generation",
         "token_lifetime",
     )
 
-    def __init__(self, realm: str, *, on_token_change: TokenListener | None = None) -> None:
-        self.realm = realm
+    def __init__(self, key: str, *, on_token_change: TokenListener | None = None) -> None:
+        # One state per cached token: `key` is its slot (`rules.slot`), the realm alone for
+        # the realm's default token, or the realm and a scope set.
+        self.key = key
+        self.realm, self.scopes = rules.split_slot(key)
         self._token: AccessToken | None = None
         self._listener = on_token_change
         self.shared_generation = 0
         self.local_epoch = 0
         self.credentials: RealmCredentials | None = None
+        # The last credentials the IdP accepted, and a newer version it refused (the realm
+        # is degraded while one is refused), retried from `rejected_retry_at` (wall time).
+        self.good: RealmCredentials | None = None
+        self.rejected: RealmCredentials | None = None
+        self.rejected_failures = 0
+        self.rejected_retry_at = 0.0
         # Monotonic reading of the last request for the realm (refresh stops when idle).
         self.last_used = 0.0
         # Wall time of the last successful fetch, and the code of the last failure.
@@ -57,6 +73,14 @@ class RealmState:
         self.token_lifetime: float | None = None
         self._lifetime_seen_at = float("-inf")
         self.forced_window_until = 0.0
+
+    def good_version(self) -> int | None:
+        return self.good.version if self.good is not None else None
+
+    @property
+    def degraded(self) -> bool:
+        """A newer secret version was refused and an older one is in use."""
+        return self.rejected is not None
 
     @property
     def token(self) -> AccessToken | None:
@@ -97,7 +121,7 @@ class RealmState:
 
 
 class RealmRegistry:
-    """Every realm this replica has been asked about, by name."""
+    """Every token slot this replica has been asked about, by slot name."""
 
     def __init__(self) -> None:
         self._states: dict[str, RealmState] = {}
@@ -121,6 +145,10 @@ class RealmRegistry:
 
     def all(self) -> list[RealmState]:
         return list(self._states.values())
+
+    def of_realm(self, realm: str) -> list[RealmState]:
+        """The states of every slot of `realm` (its default token and scoped ones)."""
+        return [state for state in self._states.values() if state.realm == realm]
 
     def names(self) -> list[str]:
         return sorted(self._states)

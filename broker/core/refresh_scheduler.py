@@ -66,11 +66,11 @@ class RefreshScheduler:
         )
 
     def _on_token_change(self, state: RealmState) -> None:
-        changed = self._token_changed.get(state.realm)
+        changed = self._token_changed.get(state.key)
         if changed is not None:
             changed.set()
         if state.token is not None:
-            realm = state.realm
+            realm = state.key
             self._supervisor.start(self.task_name(realm), lambda: self._refresh(realm))
 
     async def _refresh(self, realm: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 
@@ -45,10 +46,53 @@ def refresh_at(token: AccessToken, *, skew: float, refresh_before: float) -> flo
     return token.expires_at - skew - lead
 
 
+# RFC 6749 section 3.3: a scope token is printable ASCII without space, `"` or a backslash.
+SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$"
+_SCOPE_RE = re.compile(SCOPE_PATTERN)
+MAX_SCOPES = 16
+
+
+def parse_scopes(raw: str | None) -> tuple[str, ...]:
+    """The normalised scope set of a `scope` parameter (space separated): sorted, without
+    duplicates; empty for the realm's default token. ValueError names what is wrong."""
+    if raw is None:
+        return ()
+    scopes = sorted(set(raw.split()))
+    if len(scopes) > MAX_SCOPES:
+        raise ValueError(f"at most {MAX_SCOPES} scopes may be asked for")
+    for scope in scopes:
+        if _SCOPE_RE.fullmatch(scope) is None:
+            raise ValueError("a scope is printable ASCII without quotes or backslashes")
+    return tuple(scopes)
+
+
+def slot(realm: str, scopes: tuple[str, ...] = ()) -> str:
+    """The name of one cached token: the realm alone for its default token, else the
+    realm and its normalised scope set, space separated (no realm or scope has a space).
+    Everything the core keys per token (store keys, single flight, refresh) uses it."""
+    return " ".join((realm, *scopes))
+
+
+def split_slot(name: str) -> tuple[str, tuple[str, ...]]:
+    """The realm and the scope set of a slot name."""
+    realm, *scopes = name.split(" ")
+    return realm, tuple(scopes)
+
+
+def scope_label(scopes: tuple[str, ...]) -> str:
+    """The scope set as audit records and metrics show it ("" for the default token)."""
+    return " ".join(scopes)
+
+
 def realm_key(prefix: str, kind: str, realm: str) -> str:
     """`{prefix}:{kind}:{realm}` with the realm in braces, a Redis Cluster hash tag: every
-    key of one realm (token, lock, backoff) lands in the same hash slot."""
-    return f"{prefix}:{kind}:{{{realm}}}"
+    key of one realm (token, lock, backoff) lands in the same hash slot. A scoped slot adds
+    `:{digest}` of its scope set after the tag, so it shares the realm's hash slot."""
+    name, scopes = split_slot(realm)
+    if not scopes:
+        return f"{prefix}:{kind}:{{{name}}}"
+    digest = hashlib.sha256(scope_label(scopes).encode()).hexdigest()[:16]
+    return f"{prefix}:{kind}:{{{name}}}:{digest}"
 
 
 def token_key(prefix: str, realm: str) -> str:

@@ -95,11 +95,11 @@ class TokenSupply:
             return demand.accepts(IssuedToken(state.realm, token, TokenSource.REDIS))
 
         try:
-            cached = await self._store.get(state.realm)
+            cached = await self._store.get(state.key)
         except StoreUnavailable as exc:
             log.warning(
                 "token store unavailable, fetching alone",
-                extra={"realm": state.realm, "error": str(exc)},
+                extra={"realm": state.key, "error": str(exc)},
             )
             newest = state.token
             if newest is not None and await self._forced_fetch_refused(state, demand, newest):
@@ -122,7 +122,7 @@ class TokenSupply:
             return await self._fetch(state, demand, epoch=epoch, generation=generation)
 
         return await self._coordinator.coordinate(
-            state.realm,
+            state.key,
             acceptable,
             locked=locked,
             alone=alone,
@@ -139,7 +139,7 @@ class TokenSupply:
         # A peer may have stored a token between our miss and our lock.
         generation: int | None = None
         try:
-            cached = await self._store.get(state.realm)
+            cached = await self._store.get(state.key)
         except StoreUnavailable:
             pass
         else:
@@ -166,12 +166,10 @@ class TokenSupply:
         if generation is not None:
             ttl = rules.cache_ttl(token, now=self._clock.now(), skew=self._skew)
             try:
-                if not await self._store.put(state.realm, token, ttl, generation=generation):
+                if not await self._store.put(state.key, token, ttl, generation=generation):
                     raise Superseded
             except StoreUnavailable as exc:
-                log.warning(
-                    "could not share token", extra={"realm": state.realm, "error": str(exc)}
-                )
+                log.warning("could not share token", extra={"realm": state.key, "error": str(exc)})
         state.keep(token)
         return IssuedToken(state.realm, token, TokenSource.IDP)
 

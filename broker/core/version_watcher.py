@@ -2,6 +2,8 @@
 Vault) and move the realm to it without dropping the token in use: the successor is
 fetched with the new secret and only then replaces the old token. The watch is done when
 the realm holds a token obtained with the new version, not merely after some fetch ended.
+A version the IdP refused (the realm is degraded, see `realm_fetcher`) is asked for again
+only when its retry is due.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from broker.core.errors import BrokerError
-from broker.core.models import AccessToken, IssuedToken
+from broker.core.models import AccessToken, IssuedToken, RealmCredentials
 from broker.core.ports import Clock, SecretSource
 from broker.core.realm_fetcher import RealmFetcher
 from broker.core.realm_state import RealmRegistry, RealmState
@@ -51,25 +53,36 @@ class VersionWatcher:
         loaded = state.credentials
         if loaded is None:
             return  # nothing loaded yet: the first fetch reads the current version
+        fresh: RealmCredentials | None = None
         try:
             version = await self._secrets.current_version(state.realm)
-            if version == loaded.version:
+            rejected = state.rejected
+            if rejected is not None and version == rejected.version:
+                # The IdP refused this version before: ask again on its retry schedule
+                # (the fetch tries it first once due), not on every poll.
+                if self._clock.now() < state.rejected_retry_at:
+                    return
+                target = rejected.version
+            elif version == loaded.version:
                 return
-            fresh = await self._secrets.credentials(state.realm)
+            else:
+                fresh = await self._secrets.credentials(state.realm)
+                target = fresh.version
         except BrokerError as exc:
-            log.warning(
-                "vault version check failed", extra={"realm": state.realm, "error": exc.slug}
-            )
+            log.warning("vault version check failed", extra={"realm": state.key, "error": exc.slug})
             return
-        await self._fetcher.use_credentials(state, fresh, reason="vault-version")
+        if fresh is not None:
+            await self._fetcher.use_credentials(state, fresh, reason="vault-version")
 
         def from_new_secret(token: AccessToken) -> bool:
-            return token.credential_version >= fresh.version
+            return token.credential_version >= target
 
         try:
-            await self._obtain(state.realm, from_new_secret)
+            await self._obtain(state.key, from_new_secret)
         except (BrokerError, Unsatisfied) as exc:
             log.warning(
-                "fetch with the new secret failed",
-                extra={"realm": state.realm, "error": getattr(exc, "slug", "unsatisfied")},
+                "fetch with the new secret failed; serving with the last one that worked"
+                if state.degraded
+                else "fetch with the new secret failed",
+                extra={"realm": state.key, "error": getattr(exc, "slug", "unsatisfied")},
             )

@@ -22,6 +22,8 @@ OAuth2 client libraries parse):
                                  tokens cannot meet
     400 unsupported_grant_type   a grant other than client_credentials
     400 unauthorized_client      the caller may not use the realm (whether it exists or not)
+    400 invalid_scope            a malformed `scope`, one the caller's policy entry does not
+                                 allow, or one the IdP refused
     429 temporarily_unavailable  the caller's rate limit (with Retry-After)
     502 server_error             the IdP refused the realm's credentials or answered junk
     503 temporarily_unavailable  the IdP or Vault is unreachable and nothing valid is cached
@@ -52,7 +54,9 @@ from broker.core.errors import (
     CallerError,
     Forbidden,
     InvalidRequest,
+    InvalidScope,
     RealmNotFound,
+    ScopeNotAllowed,
     Unauthenticated,
     UpstreamError,
 )
@@ -170,7 +174,8 @@ _TOKEN_REQUEST_BODY: dict[str, Any] = {
                         },
                         "scope": {
                             "type": "string",
-                            "description": "Ignored: the realm's token carries its own scope.",
+                            "description": "Space-separated scopes the caller's policy entry "
+                            "allows: a token carrying just these. Absent: the realm's default.",
                         },
                         "min_ttl": {
                             "type": "integer",
@@ -224,7 +229,8 @@ async def token(
             raise
         await state.gate.throttle(caller, ctx=ctx, realm=audited_realm, token_request=True)
         min_ttl = _check_grant(form, realm)
-        issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=ctx)
+        scopes = _scopes(form)
+        issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=ctx, scopes=scopes)
     except OAuthError as exc:
         return exc.response()
     except BrokerError as exc:
@@ -309,6 +315,13 @@ def _check_grant(form: dict[str, str], realm: str) -> int:
     return int(value)
 
 
+def _scopes(form: dict[str, str]) -> tuple[str, ...]:
+    try:
+        return rules.parse_scopes(form.get("scope"))
+    except ValueError as exc:
+        raise OAuthError(400, "invalid_scope", str(exc)) from None
+
+
 def _authenticate(policy: Policy, authorization: str | None, form: dict[str, str]) -> Caller:
     """client_secret_basic or client_secret_post, never both (RFC 6749 §2.3)."""
     if authorization is not None:
@@ -353,6 +366,8 @@ def _invalid_client(description: str) -> OAuthError:
 
 def _from_broker_error(exc: BrokerError) -> OAuthError:
     """The broker's error as the nearest RFC 6749 §5.2 error (table in the module doc)."""
+    if isinstance(exc, ScopeNotAllowed | InvalidScope):
+        return OAuthError(400, "invalid_scope", exc.detail)
     if isinstance(exc, Forbidden):
         return OAuthError(400, "unauthorized_client", exc.detail)
     if isinstance(exc, Unauthenticated):

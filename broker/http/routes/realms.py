@@ -30,6 +30,15 @@ class RealmEntry(BaseModel):
         description="How the realm's tokens are checked: auto, jwks or none (once read).",
         examples=["auto"],
     )
+    status: str | None = Field(
+        default=None,
+        description="`ok`, or `degraded`: the IdP refused a newer secret version and the "
+        "realm serves with `credential_version`, the last one that worked.",
+        examples=["ok"],
+    )
+    rejected_version: int | None = Field(
+        default=None, description="The refused secret version while degraded."
+    )
 
     @classmethod
     def of(cls, status: RealmStatus) -> RealmEntry:
@@ -41,6 +50,8 @@ class RealmEntry(BaseModel):
             credential_version=status.credential_version,
             last_error=status.last_error,
             verify=status.verify,
+            status="degraded" if status.degraded else "ok",
+            rejected_version=status.rejected_version,
         )
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from broker.core import rules
 from broker.core.audit import iso_time
+from broker.core.errors import InvalidRequest
 from broker.http.deps import CallerDep, app_state_of, request_context
 from broker.http.problems import problem_responses
 
@@ -32,13 +33,16 @@ class TokenResponse(BaseModel):
     expires_in: int = Field(description="Seconds until the token expires.", examples=[3412])
     expires_at: str = Field(description="Expiry, RFC 3339 UTC.", examples=["2026-11-27T20:13:05Z"])
     realm: str = Field(examples=["acme"])
+    scope: str | None = Field(
+        default=None, description="The scope asked for with `?scope=`.", examples=["reports.read"]
+    )
 
 
 @router.get(
     "/v1/realms/{realm}/token",
     response_model=TokenResponse,
     summary="Get a ready token for a realm",
-    responses=problem_responses(401, 403, 404, 422, 429, 431, 502, 503),
+    responses=problem_responses(400, 401, 403, 404, 422, 429, 431, 502, 503),
 )
 async def get_token(
     realm: RealmPath,
@@ -47,11 +51,26 @@ async def get_token(
     min_ttl: Annotated[
         int, Query(ge=0, le=86400, description="Seconds the token must still be valid.")
     ] = 60,
+    scope: Annotated[
+        str | None,
+        Query(
+            max_length=2048,
+            description="Space-separated scopes: a token carrying just these (the caller's "
+            "policy entry must allow each). Absent: the realm's default token.",
+            examples=["reports.read"],
+        ),
+    ] = None,
 ) -> Response:
     # The broker and the request context are read here rather than injected: on the hot
     # path every dependency FastAPI resolves costs measurably (docs/BENCHMARKS.md).
     broker = app_state_of(request).broker
-    issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=request_context(request))
+    try:
+        scopes = rules.parse_scopes(scope)
+    except ValueError as exc:
+        raise InvalidRequest(f"scope: {exc}") from None
+    issued = await broker.issue(
+        caller, realm, min_ttl=min_ttl, ctx=request_context(request), scopes=scopes
+    )
     token = issued.token
     # Serialised here rather than validated through `response_model` (which still
     # documents the shape): this is the hot path (issue 7, docs/BENCHMARKS.md).
@@ -62,6 +81,8 @@ async def get_token(
         "expires_at": iso_time(token.expires_at),
         "realm": realm,
     }
+    if scopes:
+        body["scope"] = token.scope or rules.scope_label(scopes)
     return Response(
         json.dumps(body, separators=(",", ":")),
         media_type="application/json",
