@@ -179,6 +179,9 @@ class FakeIssuer:
         self.fail_with: BrokerError | None = None
         self.refused_versions: set[int] = set()
         self.versions_seen: list[int] = []
+        # The scope each request asked for, and scopes answered with invalid_scope.
+        self.scopes_seen: list[str | None] = []
+        self.unknown_scopes: set[str] = set()
         # Lifetimes of the next tokens, used before `lifetime` (an IdP that once answers a
         # shorter token, as Keycloak does when a client session nears its maximum).
         self.upcoming_lifetimes: list[float] = []
@@ -193,6 +196,7 @@ class FakeIssuer:
     async def fetch(self, credentials: RealmCredentials) -> AccessToken:
         self.fetches += 1
         self.versions_seen.append(credentials.version)
+        self.scopes_seen.append(credentials.scope)
         if self._gate is not None:
             await self._gate.wait()
         if self.after_fetch is not None:
@@ -201,12 +205,15 @@ class FakeIssuer:
             raise self.fail_with
         if credentials.version in self.refused_versions:
             raise IdPRejected("the IdP answered 'invalid_client'", reason="invalid_client")
+        if self.unknown_scopes.intersection((credentials.scope or "").split()):
+            raise IdPRejected("the IdP answered 'invalid_scope'", reason="invalid_scope")
         now = self._clock.now()
         lifetime = self.upcoming_lifetimes.pop(0) if self.upcoming_lifetimes else self.lifetime
         token = AccessToken(
             value=f"token-{credentials.realm}-{len(self.issued) + 1}",
             expires_at=now + lifetime,
             issued_at=now,
+            scope=credentials.scope,
             credential_version=credentials.version,
         )
         self.issued.append(token)
