@@ -1,0 +1,125 @@
+"""Scopes per caller against real processes: one token per realm and scope set, and a
+scope the policy does not allow refused before anything reaches the IdP."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+import httpx
+import pytest
+
+from atlas_broker_dev.stack import Caller, write_policy
+from stack import Stack, bearer
+
+
+@pytest.fixture
+def keys(stack: Stack, tmp_path: Path) -> dict[str, str]:
+    """A policy with a caller allowed `reports.read` and one allowed only default tokens."""
+    keys = {name: secrets.token_urlsafe(32) for name in ("reporting", "billing")}
+    stack.leak_watch.add(*keys.values())
+    path = write_policy(
+        tmp_path / "policy.yaml",
+        [
+            Caller("reporting", keys["reporting"], realms=["*"]),
+            Caller("billing", keys["billing"], realms=["*"]),
+        ],
+    )
+    text = path.read_text().replace(
+        "name: reporting\n", "name: reporting\n  scopes: [reports.read]\n"
+    )
+    path.write_text(text)
+    keys["policy_file"] = str(path)
+    return keys
+
+
+def fetched(stack: Stack, process: object, realm: str) -> list[str | None]:
+    return sorted(
+        (
+            e.get("scope")
+            for e in stack.audit_events(process)  # type: ignore[arg-type]
+            if e["event"] == "token.fetched" and e["realm"] == realm
+        ),
+        key=str,
+    )
+
+
+def test_scoped_and_default_tokens_of_one_realm_are_fetched_once_each(
+    stack: Stack, keys: dict[str, str]
+) -> None:
+    """A caller gets a `reports.read` token while another gets the realm's default token;
+    asked three times each, the IdP sees one request per scope set."""
+    broker = stack.start_broker(BROKER_POLICY_FILE=keys["policy_file"])
+    realm = stack.new_realm(scopes=["openid", "reports.read", "reports.write"])
+    url = f"{broker.url}/v1/realms/{realm.name}/token"
+    with httpx.Client(timeout=30) as client:
+        scoped = [
+            client.get(url, params={"scope": "reports.read"}, headers=bearer(keys["reporting"]))
+            for _ in range(3)
+        ]
+        plain = [client.get(url, headers=bearer(keys["billing"])) for _ in range(3)]
+    for response in scoped + plain:
+        stack.served_tokens(response)
+
+    assert [200] * 6 == [r.status_code for r in scoped + plain]
+    assert {"reports.read"} == {r.json()["scope"] for r in scoped}
+    assert {scoped[0].json()["access_token"]} == {r.json()["access_token"] for r in scoped}
+    assert scoped[0].json()["access_token"] != plain[0].json()["access_token"]
+    assert (2, [None, "reports.read"]) == (
+        stack.idp_requests(realm.name),
+        fetched(stack, broker.process, realm.name),
+    )
+
+
+def test_forbidden_scope_is_refused_before_any_idp_request(
+    stack: Stack, keys: dict[str, str]
+) -> None:
+    """A scope outside the caller's policy entry is 403 and audited, and the IdP is never
+    asked, on the v1 endpoint and on the drop-in endpoint (invalid_scope)."""
+    broker = stack.start_broker(BROKER_POLICY_FILE=keys["policy_file"])
+    realm = stack.new_realm(scopes=["reports.read", "reports.write"])
+
+    v1 = httpx.get(
+        f"{broker.url}/v1/realms/{realm.name}/token",
+        params={"scope": "reports.write"},
+        headers=bearer(keys["reporting"]),
+        timeout=30,
+    )
+    dropin = httpx.post(
+        f"{broker.url}/auth/realms/{realm.name}/protocol/openid-connect/token",
+        data={"grant_type": "client_credentials", "scope": "reports.read"},
+        auth=("billing", keys["billing"]),
+        timeout=30,
+    )
+
+    denied = [
+        (e["reason"], e.get("scope"))
+        for e in stack.audit_events(broker.process)
+        if e["event"] == "token.denied" and e.get("realm") == realm.name
+    ]
+    assert (403, 400, "invalid_scope") == (
+        v1.status_code,
+        dropin.status_code,
+        dropin.json()["error"],
+    )
+    assert [("scope-not-allowed", "reports.write"), ("scope-not-allowed", "reports.read")] == denied
+    assert 0 == stack.idp_requests(realm.name)
+
+
+def test_scope_the_idp_refuses_is_a_400_naming_it(stack: Stack, keys: dict[str, str]) -> None:
+    """An allowed scope the realm's IdP client may not have comes back as a 400 problem
+    naming the scope, not as a gateway error."""
+    broker = stack.start_broker(BROKER_POLICY_FILE=keys["policy_file"])
+    realm = stack.new_realm(scopes=["openid"])
+
+    response = httpx.get(
+        f"{broker.url}/v1/realms/{realm.name}/token",
+        params={"scope": "reports.read"},
+        headers=bearer(keys["reporting"]),
+        timeout=30,
+    )
+
+    assert (400, "reports.read") == (
+        response.status_code,
+        "reports.read" if "reports.read" in response.json()["detail"] else response.text,
+    )
