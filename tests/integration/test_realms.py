@@ -72,6 +72,8 @@ def test_auditor_sees_every_realm_with_its_status(
         "credential_version": None,
         "last_error": None,
         "verify": None,  # the realm's secret was not read yet
+        "status": "ok",
+        "rejected_version": None,
     } == entries[realms[0].name]
 
 
