@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from broker.core import rules
 from broker.core.models import AccessToken, Backoff, Cached, Invalidation
 from broker.core.ports import Clock
 
@@ -54,6 +55,11 @@ class MemoryTokenStore:
         for queue in self._listeners:
             queue.put_nowait(Invalidation(realm, generation, reason))
         return generation
+
+    async def scoped_slots(self, realm: str) -> list[str]:
+        return sorted(
+            slot for slot in self._tokens if slot != realm and rules.split_slot(slot)[0] == realm
+        )
 
     async def invalidations(self) -> AsyncIterator[Invalidation | None]:
         queue: asyncio.Queue[Invalidation] = asyncio.Queue()

@@ -8,6 +8,9 @@ all of a realm's keys share a slot):
   script, and a fetch racing an eviction cannot write its token back;
 - `{prefix}:lock:{realm}`: the fetching replica's owner id;
 - `{prefix}:backoff:{realm}`: the shared "next IdP attempt" of a failing realm;
+- a scoped token (a realm and a scope set, `rules.slot`) has its own token, lock, backoff
+  and forced-fetch keys, `{prefix}:token:{realm}:{digest of the set}`, and is listed in
+  `{prefix}:scopes:{realm}` so an eviction of the realm reaches it on every replica;
 - channel `{prefix}:invalidations`: evictions and rotations, for every replica.
 
 Redis is a neighbour, not a friend: whoever can write it must not be able to serve a
@@ -53,6 +56,7 @@ _HELD_LEASE_MS = 15_000
 # backoff_delay stops doubling after 32 failures; a larger count from Redis means nothing.
 _MAX_FAILURES = 64
 _BREAKER_MIN, _BREAKER_MAX = 0.5, 10.0
+_SLOT_INDEX_TTL_MS = 86_400_000
 
 
 def create_redis(url: str) -> RedisClient:
@@ -192,7 +196,24 @@ class RedisTokenStore:
             )
         if stored:
             self._saw(realm, generation)
+            if rules.split_slot(realm)[1]:
+                await self._index_slot(realm)
         return bool(stored)
+
+    async def _index_slot(self, slot: str) -> None:
+        # The realm's scoped slots, so an eviction reaches those only other replicas hold.
+        # As many as the policy allows scope sets; kept a day past the last token stored.
+        key = rules.realm_key(self._prefix, "scopes", rules.split_slot(slot)[0])
+        with self._guard():
+            await self._redis.sadd(key, slot)
+            await self._redis.pexpire(key, _SLOT_INDEX_TTL_MS)
+
+    async def scoped_slots(self, realm: str) -> list[str]:
+        with self._guard():
+            members = await self._redis.smembers(rules.realm_key(self._prefix, "scopes", realm))
+        slots = (m.decode() if isinstance(m, bytes) else str(m) for m in members)
+        # Only names of this realm that parse as scope sets: Redis is a neighbour.
+        return sorted(s for s in slots if _is_scoped_slot_of(s, realm))
 
     async def evict(self, realm: str, *, reason: str) -> int:
         with self._guard():
@@ -335,6 +356,14 @@ class RedisTokenStore:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+def _is_scoped_slot_of(slot: str, realm: str) -> bool:
+    name, scopes = rules.split_slot(slot)
+    try:
+        return name == realm and bool(scopes) and rules.parse_scopes(" ".join(scopes)) == scopes
+    except ValueError:
+        return False
 
 
 def _invalidation(data: object) -> Invalidation | None:

@@ -33,6 +33,7 @@ from broker.core.errors import (
     RealmNotFound,
     RealmUnsettled,
     ScopeNotAllowed,
+    StoreUnavailable,
 )
 from broker.core.idp_backoff import IdPBackoff
 from broker.core.invalidation_follower import InvalidationFollower
@@ -259,7 +260,7 @@ class TokenBroker:
         replica, fetch anew. When the IdP refuses the new secret the realm keeps serving
         with the last one that worked, degraded (see `realm_fetcher`)."""
         credentials = await self._secrets.credentials(realm)
-        for slot_state in self._slots(realm):
+        for slot_state in await self._slots(realm):
             slot_state.credentials = credentials
             await self._evict_everywhere(slot_state, reason="rotated")
             await self._backoff.clear(slot_state)
@@ -284,7 +285,7 @@ class TokenBroker:
         state = self._realms.state(realm)
         evicted = state.token
         try:
-            for slot_state in self._slots(realm):
+            for slot_state in await self._slots(realm):
                 await self._evict_everywhere(slot_state, reason="evicted")
         except BrokerError as exc:
             await self._audit.record(
@@ -325,10 +326,16 @@ class TokenBroker:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _slots(self, realm: str) -> list[RealmState]:
-        """The realm's default slot and every scoped slot this replica holds."""
+    async def _slots(self, realm: str) -> list[RealmState]:
+        """The realm's default slot and every scoped one, here or in the shared store (a
+        scope set only another replica served). With the store out of reach, the slots
+        known here (the eviction then fails on the store, after dropping them here)."""
         default = self._realms.state(realm)
-        return [default, *(s for s in self._realms.of_realm(realm) if s is not default)]
+        names = {s.key for s in self._realms.of_realm(realm)}
+        with contextlib.suppress(StoreUnavailable):
+            names.update(await self._store.scoped_slots(realm))
+        names.discard(realm)
+        return [default, *(self._realms.state(name) for name in sorted(names))]
 
     def _satisfies(self, token: AccessToken, min_ttl: float) -> bool:
         return rules.satisfies(token, now=self._clock.now(), skew=self._skew, min_ttl=min_ttl)

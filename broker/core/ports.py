@@ -90,6 +90,11 @@ class TokenStore(Protocol):
         new generation."""
         ...
 
+    async def scoped_slots(self, realm: str) -> list[str]:
+        """The scoped token slots (`rules.slot`) of `realm` any replica stored a token
+        under, so an eviction or rotation of the realm reaches each of them."""
+        ...
+
     def invalidations(self) -> AsyncIterator[Invalidation | None]:
         """Invalidations from every replica; `None` after a (re)subscription, when some
         may have been missed."""

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from atlas_broker_dev.stack import Caller, write_policy
-from stack import Stack, bearer
+from stack import Stack, bearer, wait_for
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def keys(stack: Stack, tmp_path: Path) -> dict[str, str]:
         [
             Caller("reporting", keys["reporting"], realms=["*"]),
             Caller("billing", keys["billing"], realms=["*"]),
+            Caller("secops", stack.keys.admin, realms=["*"], roles=["admin"]),
         ],
     )
     text = path.read_text().replace(
@@ -122,4 +123,37 @@ def test_scope_the_idp_refuses_is_a_400_naming_it(stack: Stack, keys: dict[str, 
     assert (400, "reports.read") == (
         response.status_code,
         "reports.read" if "reports.read" in response.json()["detail"] else response.text,
+    )
+
+
+def test_eviction_on_one_replica_reaches_a_scoped_token_another_served(
+    stack: Stack, keys: dict[str, str]
+) -> None:
+    """Evicting the realm on a replica that never served a scope set still drops the
+    scoped token a peer holds (in its memory and in Redis)."""
+    here, peer = stack.start_brokers(2, BROKER_POLICY_FILE=keys["policy_file"])
+    realm = stack.new_realm(scopes=["reports.read"])
+
+    def scoped(url: str) -> str:
+        response = httpx.get(
+            f"{url}/v1/realms/{realm.name}/token",
+            params={"scope": "reports.read"},
+            headers=bearer(keys["reporting"]),
+            timeout=30,
+        )
+        stack.served_tokens(response)
+        assert 200 == response.status_code, response.text
+        token: str = response.json()["access_token"]
+        return token
+
+    before = scoped(peer.url)
+    evicted = httpx.delete(
+        f"{here.url}/v1/realms/{realm.name}/token", headers=bearer(stack.keys.admin), timeout=30
+    )
+    assert 204 == evicted.status_code
+    # The peer hears of the eviction through Redis pub/sub, a moment after the answer.
+    wait_for(
+        lambda: scoped(peer.url) != before,
+        timeout=10,
+        message="the peer kept serving the evicted scoped token",
     )

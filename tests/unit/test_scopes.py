@@ -133,3 +133,18 @@ async def test_eviction_drops_the_realms_scoped_tokens_too(h: Harness) -> None:
     issued = await h.broker.token("acme", scopes=READ)
 
     assert (TokenSource.IDP, 3) == (issued.source, h.issuer.fetches)
+
+
+async def test_eviction_reaches_a_scoped_token_only_a_peer_served(
+    make_harness: MakeHarness,
+) -> None:
+    """Evicting a realm on one replica drops the scoped token another replica fetched,
+    though this one never served that scope set."""
+    here = make_harness()
+    peer = make_harness(peer_of=here)
+    await peer.broker.token("acme", scopes=READ)
+
+    await here.broker.evict("acme", actor=ADMIN, ctx=CTX)
+    after = await here.broker.token("acme", scopes=READ)
+
+    assert (TokenSource.IDP, 1) == (after.source, here.issuer.fetches)
