@@ -301,24 +301,7 @@ class TokenBroker:
         await self._audit.record("token.evicted", realm=realm, caller=actor, token=evicted, ctx=ctx)
 
     def realm_status(self, realm: str) -> RealmStatus:
-        state = self._realms.state(realm)
-        token = state.token
-        valid = (
-            token is not None and rules.remaining(token, now=self._clock.now(), skew=self._skew) > 0
-        )
-        return RealmStatus(
-            realm=realm,
-            cached=valid,
-            expires_at=token.expires_at if token is not None and valid else None,
-            last_refresh=state.last_refresh,
-            credential_version=state.credentials.version if state.credentials else None,
-            last_error=state.last_error,
-            verify=state.credentials.verify if state.credentials else None,
-            degraded=any(slot.degraded for slot in self._realms.of_realm(realm)),
-            rejected_version=next(
-                (s.rejected.version for s in self._realms.of_realm(realm) if s.rejected), None
-            ),
-        )
+        return self._realms.status(realm, now=self._clock.now(), skew=self._skew)
 
     def realm_statuses(self) -> dict[str, RealmStatus]:
         realms = sorted({state.realm for state in self._realms.all()})

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from broker.core import rules
-from broker.core.models import AccessToken, Backoff, RealmCredentials
+from broker.core.models import AccessToken, Backoff, RealmCredentials, RealmStatus
 
 TokenListener = Callable[["RealmState"], None]
 
@@ -149,6 +149,25 @@ class RealmRegistry:
     def of_realm(self, realm: str) -> list[RealmState]:
         """The states of every slot of `realm` (its default token and scoped ones)."""
         return [state for state in self._states.values() if state.realm == realm]
+
+    def status(self, realm: str, *, now: float, skew: float) -> RealmStatus:
+        """The realm as this replica sees it: its default token, and degraded while any of
+        its slots serves with an older secret than the one the IdP refused."""
+        state = self.state(realm)
+        token = state.token
+        valid = token is not None and rules.remaining(token, now=now, skew=skew) > 0
+        rejected = [s.rejected.version for s in self.of_realm(realm) if s.rejected is not None]
+        return RealmStatus(
+            realm=realm,
+            cached=valid,
+            expires_at=token.expires_at if token is not None and valid else None,
+            last_refresh=state.last_refresh,
+            credential_version=state.credentials.version if state.credentials else None,
+            last_error=state.last_error,
+            verify=state.credentials.verify if state.credentials else None,
+            degraded=bool(rejected),
+            rejected_version=max(rejected, default=None),
+        )
 
     def names(self) -> list[str]:
         return sorted(self._states)
