@@ -214,7 +214,7 @@ class Policy:
                 frozenset(entry.realms),
                 frozenset(entry.roles),
                 limit.limit() if limit else None,
-                frozenset(entry.scopes),
+                scopes=frozenset(entry.scopes),
             )
             if entry.api_key_sha256:
                 self._by_key_hash[entry.api_key_sha256.lower()] = caller
