@@ -766,3 +766,14 @@ def test_forward_proxy_settings_and_api_egress_are_rendered() -> None:
         "ports": [{"port": 443, "protocol": "TCP"}],
         "to": [{"ipBlock": {"cidr": "198.51.100.0/24"}}],
     } == egress[-1]
+
+
+def test_schema_accepts_a_callers_scopes_and_refuses_one_with_a_space() -> None:
+    """`scopes` on a caller entry passes the schema; a scope with a space does not."""
+    caller = {"name": "reporting", "api_key_sha256": "a" * 64, "realms": ["acme"]}
+    _validate_values(
+        {"policy": {"document": {"callers": [{**caller, "scopes": ["reports.read"]}]}}}
+    )
+
+    with pytest.raises(helm.HelmValuesError, match="scopes"):
+        _validate_values({"policy": {"document": {"callers": [{**caller, "scopes": ["a b"]}]}}})
