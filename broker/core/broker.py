@@ -262,6 +262,7 @@ class TokenBroker:
         credentials = await self._secrets.credentials(realm)
         for slot_state in await self._slots(realm):
             slot_state.credentials = credentials
+            slot_state.rejected_retry_at = 0.0  # a refused version is tried again now
             await self._evict_everywhere(slot_state, reason="rotated")
             await self._backoff.clear(slot_state)
         await self._audit.record(

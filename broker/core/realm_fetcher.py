@@ -114,6 +114,8 @@ class RealmFetcher:
         rejected = state.rejected
         if rejected is not None and self._clock.now() >= state.rejected_retry_at:
             credentials = rejected  # a refused version's retry is due: it goes first
+        elif rejected is not None and credentials.version == rejected.version and state.good:
+            credentials = state.good  # re-read from Vault, but refused and not yet due
         try:
             return await self._accepted(state, credentials)
         except IdPRejected as exc:

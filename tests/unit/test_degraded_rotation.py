@@ -108,3 +108,17 @@ async def test_realm_fails_when_the_old_version_is_refused_too(h: Harness) -> No
 
     with pytest.raises(IdPRejected):
         await h.broker.token("acme")
+
+
+async def test_rotate_tries_a_refused_version_again_at_once(h: Harness) -> None:
+    """While degraded, the rotate operation asks the IdP with the refused version at once
+    (the IdP may have been fixed), not when its retry comes."""
+    await h.broker.token("acme")
+    h.secrets.rotate("acme")
+    h.issuer.refused_versions.add(2)
+    await h.broker.rotate("acme", actor=ADMIN, ctx=CTX)
+    h.issuer.refused_versions.clear()
+
+    status = await h.broker.rotate("acme", actor=ADMIN, ctx=CTX)
+
+    assert (False, 2) == (status.degraded, status.credential_version)
