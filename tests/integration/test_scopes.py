@@ -108,22 +108,45 @@ def test_forbidden_scope_is_refused_before_any_idp_request(
 
 
 def test_scope_the_idp_refuses_is_a_400_naming_it(stack: Stack, keys: dict[str, str]) -> None:
-    """An allowed scope the realm's IdP client may not have comes back as a 400 problem
-    naming the scope, not as a gateway error."""
+    """An allowed scope the realm's IdP client may not have comes back as a 400 naming the
+    scope (invalid_scope on the drop-in endpoint), not as a gateway error."""
     broker = stack.start_broker(BROKER_POLICY_FILE=keys["policy_file"])
     realm = stack.new_realm(scopes=["openid"])
 
-    response = httpx.get(
+    v1 = httpx.get(
         f"{broker.url}/v1/realms/{realm.name}/token",
         params={"scope": "reports.read"},
         headers=bearer(keys["reporting"]),
         timeout=30,
     )
-
-    assert (400, "reports.read") == (
-        response.status_code,
-        "reports.read" if "reports.read" in response.json()["detail"] else response.text,
+    dropin = httpx.post(
+        f"{broker.url}/auth/realms/{realm.name}/protocol/openid-connect/token",
+        data={"grant_type": "client_credentials", "scope": "reports.read"},
+        auth=("reporting", keys["reporting"]),
+        timeout=30,
     )
+
+    assert (400, "invalid-scope", True) == (
+        v1.status_code,
+        v1.json()["type"].rsplit("/", 1)[-1],
+        "reports.read" in v1.json()["detail"],
+    )
+    assert (400, "invalid_scope") == (dropin.status_code, dropin.json()["error"])
+
+
+def test_malformed_scope_is_a_422(stack: Stack, keys: dict[str, str]) -> None:
+    """A scope with a quote is refused as a bad request before anything else."""
+    broker = stack.start_broker(BROKER_POLICY_FILE=keys["policy_file"])
+    realm = stack.new_realm()
+
+    response = httpx.get(
+        f"{broker.url}/v1/realms/{realm.name}/token",
+        params={"scope": 'reports"read'},
+        headers=bearer(keys["reporting"]),
+        timeout=30,
+    )
+
+    assert (422, 0) == (response.status_code, stack.idp_requests(realm.name))
 
 
 def test_eviction_on_one_replica_reaches_a_scoped_token_another_served(
