@@ -57,6 +57,7 @@ _HELD_LEASE_MS = 15_000
 _MAX_FAILURES = 64
 _BREAKER_MIN, _BREAKER_MAX = 0.5, 10.0
 _SLOT_INDEX_TTL_MS = 86_400_000
+_MAX_SCOPED_SLOTS = 256
 
 
 def create_redis(url: str) -> RedisClient:
@@ -209,8 +210,14 @@ class RedisTokenStore:
             await self._redis.pexpire(key, _SLOT_INDEX_TTL_MS)
 
     async def scoped_slots(self, realm: str) -> list[str]:
+        # At most _MAX_SCOPED_SLOTS, so a neighbour who filled the set cannot make an
+        # eviction walk (and keep state for) millions of made-up names.
         with self._guard():
-            members = await self._redis.smembers(rules.realm_key(self._prefix, "scopes", realm))
+            members = await self._redis.srandmember(
+                rules.realm_key(self._prefix, "scopes", realm), _MAX_SCOPED_SLOTS
+            )
+        if not isinstance(members, list):  # with a count, a list (none: an empty one)
+            return []
         slots = (m.decode() if isinstance(m, bytes) else str(m) for m in members)
         # Only names of this realm that parse as scope sets: Redis is a neighbour.
         return sorted(s for s in slots if _is_scoped_slot_of(s, realm))
