@@ -235,3 +235,22 @@ async def test_forced_fetch_window_written_for_years_is_bounded(stack: Stack) ->
 
     assert 0 < wait <= 10.0
     assert 0 < raw(stack).pttl(key) <= 10_000
+
+
+def test_scope_index_filled_by_a_neighbour_bounds_an_eviction(stack: Stack) -> None:
+    """Thousands of names written into a realm's scope-set index make an eviction evict
+    at most 256 of them (only well-formed scope sets of that realm), and it still answers."""
+    prefix = f"scopeidx-{uuid.uuid4().hex[:6]}"
+    broker = stack.start_broker(BROKER_KEY_PREFIX=prefix)
+    realm = stack.new_realm()
+    served(stack, broker.url, realm.name)
+    client = raw(stack)
+    index = f"{prefix}:scopes:{{{realm.name}}}"
+    client.sadd(index, *(f"{realm.name} junk{i}" for i in range(5000)))
+    client.sadd(index, "other-realm reports.read", f'{realm.name} bad"scope')
+
+    evict(stack, broker.url, realm.name)
+
+    junk_tombstones = list(client.scan_iter(f"{prefix}:token:{{{realm.name}}}:*", count=1000))
+    assert 0 < len(junk_tombstones) <= 256
+    assert [] == list(client.scan_iter(f"{prefix}:token:{{other-realm}}*"))
