@@ -9,6 +9,7 @@ The facade over the core's parts; it holds no logic of theirs and they never cal
      │   ├─ PeerCoordinator   peer_coordinator.py       store lock, lease, waiting for a peer
      │   ├─ MinTtlGuard       min_ttl_guard.py          min_ttl cannot force IdP requests
      │   └─ RealmFetcher      realm_fetcher.py          credentials, IdP, backoff, fetch audit
+     ├─ RealmAdministration   realm_admin.py            rotation and eviction, every replica
      ├─ RefreshScheduler      refresh_scheduler.py      the successor, ahead of expiry
      ├─ InvalidationFollower  invalidation_follower.py  other replicas' evictions
      └─ VersionWatcher        version_watcher.py        a secret rotated in Vault
@@ -19,7 +20,6 @@ loops run under a `TaskSupervisor` (given by the application, or the broker's ow
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from broker.core import rules
@@ -31,9 +31,7 @@ from broker.core.errors import (
     IdPRejected,
     InvalidScope,
     RealmNotFound,
-    RealmUnsettled,
     ScopeNotAllowed,
-    StoreUnavailable,
 )
 from broker.core.idp_backoff import IdPBackoff
 from broker.core.invalidation_follower import InvalidationFollower
@@ -42,8 +40,9 @@ from broker.core.models import AccessToken, IssuedToken, RealmStatus, TokenSourc
 from broker.core.peer_coordinator import PeerCoordinator, PeerTimings
 from broker.core.policy import Caller
 from broker.core.ports import AuditSink, Clock, SecretSource, TokenIssuer, TokenStore
+from broker.core.realm_admin import RealmAdministration
 from broker.core.realm_fetcher import RealmFetcher
-from broker.core.realm_state import RealmRegistry, RealmState
+from broker.core.realm_state import RealmRegistry
 from broker.core.refresh_scheduler import RefreshScheduler, RefreshTimings
 from broker.core.single_flight import Unsatisfied
 from broker.core.supervisor import TaskSupervisor
@@ -128,6 +127,14 @@ class TokenBroker:
             guard=self._guard,
             clock=clock,
             expiry_skew=timings.expiry_skew,
+        )
+        self._admin = RealmAdministration(
+            registry=self._realms,
+            store=store,
+            secrets=secrets,
+            backoff=self._backoff,
+            supply=self._supply,
+            audit=self._audit,
         )
         self._refresher = RefreshScheduler(
             registry=self._realms,
@@ -256,50 +263,14 @@ class TokenBroker:
             ) from None
 
     async def rotate(self, realm: str, *, actor: str, ctx: RequestContext) -> RealmStatus:
-        """Re-read the realm's credentials, drop its tokens (every scope set) on every
-        replica, fetch anew. When the IdP refuses the new secret the realm keeps serving
-        with the last one that worked, degraded (see `realm_fetcher`)."""
-        credentials = await self._secrets.credentials(realm)
-        for slot_state in await self._slots(realm):
-            slot_state.credentials = credentials
-            slot_state.rejected_retry_at = 0.0  # a refused version is tried again now
-            await self._evict_everywhere(slot_state, reason="rotated")
-            await self._backoff.clear(slot_state)
-        await self._audit.record(
-            "credentials.rotated",
-            realm=realm,
-            caller=actor,
-            credential_version=credentials.version,
-            reason="requested",
-            ctx=ctx,
-        )
-        # Rotations or evictions that come after this one may supersede its fetch: its own
-        # part (re-read, evict everywhere) is done, and the newest one fetches.
-        with contextlib.suppress(RealmUnsettled):
-            await self._supply.obtain(realm, lambda token: True)
+        """Re-read the realm's credentials, drop its tokens on every replica, fetch anew;
+        the realm's status after it."""
+        await self._admin.rotate(realm, actor=actor, ctx=ctx)
         return self.realm_status(realm)
 
     async def evict(self, realm: str, *, actor: str, ctx: RequestContext) -> None:
-        """Drop the realm's cached token on every replica (a suspected leak). When the store
-        cannot be reached the eviction is audited as a failure and the error raised: other
-        replicas may still serve the token."""
-        state = self._realms.state(realm)
-        evicted = state.token
-        try:
-            for slot_state in await self._slots(realm):
-                await self._evict_everywhere(slot_state, reason="evicted")
-        except BrokerError as exc:
-            await self._audit.record(
-                "token.evicted",
-                realm=realm,
-                caller=actor,
-                token=evicted,
-                reason=exc.slug,
-                outcome="failure",
-                ctx=ctx,
-            )
-            raise
-        await self._audit.record("token.evicted", realm=realm, caller=actor, token=evicted, ctx=ctx)
+        """Drop the realm's cached tokens on every replica (a suspected leak)."""
+        await self._admin.evict(realm, actor=actor, ctx=ctx)
 
     def realm_status(self, realm: str) -> RealmStatus:
         return self._realms.status(realm, now=self._clock.now(), skew=self._skew)
@@ -310,27 +281,8 @@ class TokenBroker:
 
     # -- helpers ----------------------------------------------------------------------
 
-    async def _slots(self, realm: str) -> list[RealmState]:
-        """The realm's default slot and every scoped one, here or in the shared store (a
-        scope set only another replica served). With the store out of reach, the slots
-        known here (the eviction then fails on the store, after dropping them here)."""
-        default = self._realms.state(realm)
-        names = {s.key for s in self._realms.of_realm(realm)}
-        with contextlib.suppress(StoreUnavailable):
-            names.update(await self._store.scoped_slots(realm))
-        names.discard(realm)
-        return [default, *(self._realms.state(name) for name in sorted(names))]
-
     def _satisfies(self, token: AccessToken, min_ttl: float) -> bool:
         return rules.satisfies(token, now=self._clock.now(), skew=self._skew, min_ttl=min_ttl)
-
-    async def _evict_everywhere(self, state: RealmState, *, reason: str) -> None:
-        state.drop_token()
-        generation = await self._store.evict(state.key, reason=reason)
-        state.shared_generation = max(state.shared_generation, generation)
-        # Again: a load that read the store before the eviction landed must not keep or
-        # serve what it read.
-        state.drop_token()
 
     async def _audit_denied(
         self, caller: str | None, realm: str, reason: str, ctx: RequestContext
