@@ -1,5 +1,6 @@
 """Settings: `BROKER_*` environment variables, optionally a YAML file named by
-`BROKER_CONFIG`; the environment wins (DESIGN.md, "Configuration")."""
+`BROKER_CONFIG`; the environment wins. The README's configuration table lists
+every variable with its default."""
 
 from __future__ import annotations
 

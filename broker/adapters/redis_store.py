@@ -1,7 +1,7 @@
 """`RedisTokenStore`: tokens, fetch locks and signals shared by every replica via Redis.
 
-Keys (DESIGN.md, "Redis layout"; the realm in braces is a Redis Cluster hash tag, so
-all of a realm's keys share a slot):
+Keys (the realm in braces is a Redis Cluster hash tag, so all of a realm's keys share
+a slot):
 - `{prefix}:token:{realm}`: `{"g": generation, "t": sealed token}` with a TTL from the
   token's expiry; after an eviction a tombstone `{"g": generation}`. The generation
   lives in the same key so "store unless evicted since the fetch began" is one atomic

@@ -1,4 +1,5 @@
-"""Audit events: one JSON shape for every sink (DESIGN.md, "Audit events")."""
+"""Audit events: one JSON shape for every sink (the Redis stream, the in-memory ring,
+the JSON-lines copy), so a query or a log search reads the same fields everywhere."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The audit event's wire shape, the same in every sink (DESIGN.md, "Audit events")."""
+"""The audit event's wire shape, the same in every sink ."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def test_empty_fields_are_omitted() -> None:
     } == event.as_json()
 
 
-def test_full_event_has_the_design_shape() -> None:
-    """An issued-token event carries exactly the fields of the DESIGN.md example."""
+def test_full_event_has_the_documented_shape() -> None:
+    """An issued-token event carries exactly the documented fields."""
     event = AuditEvent(
         event="token.issued",
         time=EPOCH + 0.5,

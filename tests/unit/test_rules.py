@@ -1,4 +1,5 @@
-"""The pure rules of token validity, refresh and naming (DESIGN.md, "Redis layout")."""
+"""The pure rules of token validity, refresh and naming: the Redis key layout
+included."""
 
 from __future__ import annotations
 

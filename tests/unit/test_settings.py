@@ -1,5 +1,4 @@
-"""Settings: BROKER_* variables over an optional YAML file, validated into one-line errors
-(DESIGN.md, "Configuration")."""
+"""Settings: BROKER_* variables over an optional YAML file, validated into one-line errors."""
 
 from __future__ import annotations
 
@@ -37,8 +36,8 @@ def settings_error() -> str:
 # --- defaults ----------------------------------------------------------------------------
 
 
-def test_defaults_match_the_design_table() -> None:
-    """With no variables set, every setting has the default DESIGN.md documents."""
+def test_defaults_match_the_readme_table() -> None:
+    """With no variables set, every setting has the default the README's table gives."""
     settings = load_settings()
 
     assert (

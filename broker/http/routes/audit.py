@@ -40,7 +40,10 @@ _EXAMPLE = {
 
 class AuditEventsPage(BaseModel):
     events: list[dict[str, Any]] = Field(
-        description="Audit events, newest first (DESIGN.md, 'Audit events').",
+        description="Audit events, newest first, each one JSON object with at least "
+        "`id`, `time`, `event`, `outcome` and, where they apply, `caller`, `realm`, "
+        "`reason`, `source`, `token_sha256` (a SHA-256 prefix, never the token), "
+        "`token_expires_at`, `credential_version`, `request_id` and `client_ip`.",
         examples=[[_EXAMPLE]],
     )
     next_cursor: str | None = Field(
