@@ -8,9 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match
 
 from broker.core.errors import BrokerError
 
@@ -100,12 +101,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
+        request_id = getattr(request.state, "request_id", None)
         return problem_response(
             request,
             status=500,
             slug="internal-error",
             title="Internal error",
             detail="the broker failed unexpectedly; the request id identifies it in the logs",
+            # This handler answers outside the request-id middleware, so it sets the header.
+            headers={"X-Request-ID": request_id} if request_id else None,
         )
 
     app.add_exception_handler(BrokerError, broker_error)
@@ -116,10 +120,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
     methods: set[str] = set()
-    for route in app.router.routes:
+    # Included routers are one entry of `app.router.routes` each: walk the routes inside.
+    for route in iter_route_contexts(app.router.routes):
         match, _ = route.matches({**request.scope, "method": "\x00"})
-        if match is Match.PARTIAL and isinstance(route, BaseRoute):
-            methods.update(getattr(route, "methods", None) or ())
+        if match is Match.PARTIAL:
+            methods.update(route.methods or ())
     return sorted(methods)
 
 
