@@ -43,7 +43,10 @@ class MemoryTokenStore:
         only_if_absent: bool = False,
     ) -> bool:
         entry = self._entry(realm)
-        if ttl <= 0 or (entry is not None and (only_if_absent or generation < entry[1])):
+        # As in Redis, whose expiry is in whole milliseconds: less than one is nothing left.
+        if int(ttl * 1000) <= 0:
+            return False
+        if entry is not None and (only_if_absent or generation < entry[1]):
             return False
         self._tokens[realm] = (token, generation, self._clock.now() + ttl)
         return True

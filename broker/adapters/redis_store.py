@@ -183,7 +183,8 @@ class RedisTokenStore:
         generation: int,
         only_if_absent: bool = False,
     ) -> bool:
-        if ttl <= 0:
+        ttl_ms = int(ttl * 1000)
+        if ttl_ms <= 0:  # Redis refuses a PX of 0: a token that has no millisecond left
             return False
         sealer = await self._sealer_or_none()
         if sealer is None:
@@ -193,7 +194,7 @@ class RedisTokenStore:
         with self._guard():
             stored = await self._put(
                 keys=[rules.token_key(self._prefix, realm)],
-                args=[generation, value, int(ttl * 1000), "1" if only_if_absent else "0"],
+                args=[generation, value, ttl_ms, "1" if only_if_absent else "0"],
             )
         if stored:
             self._saw(realm, generation)

@@ -1,0 +1,65 @@
+"""Waiting for a state, the one way the tests do it: check a condition until it holds.
+
+The timeout only keeps a broken test from hanging; it is never an assertion about how
+fast something happens. `wait_for` blocks (for tests that drive processes and servers);
+`eventually` yields to the event loop between checks (for tests running inside it).
+Both return the condition's first truthy value, so a check can also fetch what it found.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    message: str | Callable[[], str] = "condition not reached",
+    interval: float = 0.05,
+) -> T:
+    """Call `condition` every `interval` seconds until it returns something truthy, and
+    return that; fail with `message` (a string, or a function making it at the deadline)
+    after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(_text(message, timeout))
+        time.sleep(interval)
+
+
+async def eventually(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    # A deadline for the whole wait, not an I/O timeout: asyncio.timeout would cancel a
+    # check half-way instead of failing with the message.
+    timeout: float = 10.0,  # noqa: ASYNC109
+    message: str | Callable[[], str] = "condition not reached",
+    interval: float = 0.0,
+) -> T:
+    """`wait_for` inside the event loop, for a plain or an async `condition`: between
+    checks other tasks run (an `interval` of 0 only yields the loop once), so a state
+    they are about to reach is seen at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = condition()
+        result: T = await outcome if inspect.isawaitable(outcome) else outcome
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(_text(message, timeout))
+        await asyncio.sleep(interval)
+
+
+def _text(message: str | Callable[[], str], timeout: float) -> str:
+    text = message if isinstance(message, str) else message()
+    return f"{text} (within {timeout:g} s)"
