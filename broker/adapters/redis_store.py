@@ -188,7 +188,8 @@ class RedisTokenStore:
             return False
         sealer = await self._sealer_or_none()
         if sealer is None:
-            return False
+            # Not False: that means "superseded" to the core, which would fetch again.
+            raise StoreUnavailable("the token cache key is unavailable")
         sealed = sealer.seal(realm, token, generation=generation)
         value = json.dumps({"g": generation, "t": sealed})
         with self._guard():

@@ -22,6 +22,7 @@ from broker.adapters.clock import SystemClock
 from broker.adapters.memory_store import MemoryTokenStore
 from broker.adapters.redis_store import RedisTokenStore, create_redis
 from broker.adapters.token_seal import Keyring
+from broker.core.errors import StoreUnavailable
 from broker.core.models import AccessToken, Backoff, Invalidation
 from broker.core.ports import TokenStore
 from broker.devstack.servers import RedisServer
@@ -92,7 +93,7 @@ async def test_stored_token_is_read_back_by_a_peer(stores: Stores) -> None:
 @pytest.mark.parametrize("ttl", [0, -5, 0.0004])
 async def test_token_without_a_positive_ttl_is_not_stored(stores: Stores, ttl: float) -> None:
     """A TTL at or below zero, or under a millisecond, stores nothing and does not fail."""
-    assert not await stores.store.put(REALM, token(), ttl, generation=0)
+    await stores.store.put(REALM, token(), ttl, generation=0)
     assert (await stores.store.get(REALM)).token is None
 
 
@@ -250,3 +251,25 @@ async def test_store_answers_a_ping(stores: Stores) -> None:
 
 def _value(stored: AccessToken | None) -> str | None:
     return stored.value if stored is not None else None
+
+
+async def test_redis_store_without_its_cache_key_is_unavailable_not_superseded(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis store that cannot load the key sealing tokens raises StoreUnavailable on put
+    (the core then serves on its own) rather than answering "superseded", which would
+    make the core fetch again and again."""
+
+    async def no_keyring() -> Keyring:
+        raise StoreUnavailable("vault refused the cache key")
+
+    store = RedisTokenStore(
+        create_redis(redis_server.url),
+        prefix=f"contract-{uuid.uuid4().hex[:8]}",
+        keyring=no_keyring,
+    )
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.put(REALM, token(), 60, generation=0)
+    finally:
+        await store.aclose()

@@ -23,20 +23,14 @@ from starlette.routing import Route
 
 from atlas_broker_dev.processes import free_port
 from stack import Stack, wait_for
-
-BROKER_POLICY = """
-path "secret/data/atlas/realms/*" { capabilities = ["read"] }
-path "secret/metadata/atlas/realms/*" { capabilities = ["read", "list"] }
-path "secret/metadata/atlas/realms" { capabilities = ["list"] }
-path "secret/data/atlas/broker/cache-key" { capabilities = ["create", "read"] }
-"""
+from vault_policy import documented_vault_policy
 
 
 def approle(client: hvac.Client, *, ttl: str, max_ttl: str) -> tuple[str, str]:
     """An AppRole whose tokens live `ttl` (renewable up to `max_ttl`): role_id, secret_id."""
     if "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")
-    client.sys.create_or_update_policy(name="atlas-broker", policy=BROKER_POLICY)
+    client.sys.create_or_update_policy(name="atlas-broker", policy=documented_vault_policy())
     client.auth.approle.create_or_update_approle(
         role_name="atlas-broker",
         token_policies=["atlas-broker"],
