@@ -4,6 +4,8 @@ The timeout only keeps a broken test from hanging; it is never an assertion abou
 fast something happens. `wait_for` blocks (for tests that drive processes and servers);
 `eventually` yields to the event loop between checks (for tests running inside it).
 Both return the condition's first truthy value, so a check can also fetch what it found.
+`read_until` never fails: it returns the last value read, for a test that asserts on it
+and so shows what it saw when the state never came.
 """
 
 from __future__ import annotations
@@ -34,6 +36,23 @@ def wait_for(
             return result
         if time.monotonic() >= deadline:
             raise AssertionError(_text(message, timeout))
+        time.sleep(interval)
+
+
+def read_until(
+    read: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+) -> T:
+    """Call `read` every `interval` seconds until `done` holds for what it returned, or
+    `timeout` seconds passed; returns the last value read either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() >= deadline:
+            return value
         time.sleep(interval)
 
 

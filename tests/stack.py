@@ -5,8 +5,7 @@ suite creates out of every log."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +15,7 @@ import httpx
 from atlas_broker_dev.processes import ManagedProcess
 from atlas_broker_dev.servers import DevIdP, OpenBao, RedisServer
 from atlas_broker_dev.stack import LocalStack, Realm
+from polling import wait_for
 
 __all__ = ["CallerKeys", "LeakWatch", "Realm", "Stack", "bearer", "wait_for"]
 
@@ -57,16 +57,6 @@ class LeakWatch:
                 if value in text:
                     leaks.append(f"{path.name} holds a secret starting {value[:4]!r}")
         return leaks
-
-
-def wait_for(predicate: Callable[[], bool], *, timeout: float, message: str) -> None:
-    """Poll `predicate` until it holds; fail with `message` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(message)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from atlas_broker_dev.processes import free_port
+from polling import wait_for
 
 AUDIENCE = "atlas-broker"
 
@@ -93,11 +94,14 @@ class WorkloadIssuer:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the workload issuer did not start")
-            time.sleep(0.01)
+        server, thread = self._server, self._thread
+        wait_for(
+            lambda: server.started or not thread.is_alive(),
+            interval=0.01,
+            message="the workload issuer did not start",
+        )
+        if not server.started:
+            raise RuntimeError("the workload issuer exited during start-up")
         return self
 
     def stop(self) -> None:

@@ -12,12 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
+import polling
 from delivery.image_build import run
 
 # One working container per pytest process; the pid in the name tells a crashed run's apart.
@@ -157,13 +157,15 @@ class ImageServer:
 
 def wait_for(check: Callable[[], bool], *, timeout: float, server: ImageServer) -> None:
     """Wait until `check()` holds; fail with the server's log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if not server.running:
             pytest.fail(f"the image's server exited:\n{server.log_tail()}", pytrace=False)
-        if check():
-            return
-        time.sleep(0.2)
-    pytest.fail(
-        f"the image's server not ready after {timeout:.0f} s:\n{server.log_tail()}", pytrace=False
+        return check()
+
+    polling.wait_for(
+        ready,
+        timeout=timeout,
+        interval=0.2,
+        message=lambda: f"the image's server not ready:\n{server.log_tail()}",
     )

@@ -6,10 +6,11 @@ import json
 import socket
 import subprocess
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from polling import read_until
 
 Instructions = list[tuple[str, str]]
 
@@ -98,16 +99,13 @@ def _free_port() -> int:
         return port
 
 
-def _get_status(url: str, *, within: float) -> int | None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL built here
-                status: int = response.status
-                return status
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.2)
-    return None
+def _get_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback URL built here
+            status: int = response.status
+            return status
+    except (urllib.error.URLError, ConnectionError):
+        return None
 
 
 def test_installed_broker_answers_healthz_on_broker_port(broker_venv: Path, tmp_path: Path) -> None:
@@ -136,7 +134,12 @@ def test_installed_broker_answers_healthz_on_broker_port(broker_venv: Path, tmp_
             stderr=subprocess.STDOUT,
         )
         try:
-            status = _get_status(f"http://127.0.0.1:{port}/healthz", within=30)
+            status = read_until(
+                lambda: _get_status(f"http://127.0.0.1:{port}/healthz"),
+                lambda answered: answered is not None,
+                timeout=30,
+                interval=0.2,
+            )
         finally:
             process.terminate()
             process.wait(timeout=15)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
+
+from polling import read_until
 
 
 def stream_events(redis_url: str, prefix: str) -> list[dict[str, Any]]:
@@ -24,13 +25,8 @@ def wait_for_stream(
     *,
     timeout: float = 20.0,
 ) -> list[dict[str, Any]]:
-    """Poll the stream until `done(events)` holds, or the deadline passes; the last read."""
-    deadline = time.monotonic() + timeout
-    while True:
-        events = stream_events(redis_url, prefix)
-        if done(events) or time.monotonic() > deadline:
-            return events
-        time.sleep(0.05)
+    """Read the stream until `done(events)` holds, or the deadline passes; the last read."""
+    return read_until(lambda: stream_events(redis_url, prefix), done, timeout=timeout)
 
 
 def with_request_ids(events: list[dict[str, Any]], prefix: str) -> list[dict[str, Any]]:

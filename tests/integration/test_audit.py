@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -18,6 +17,7 @@ import redis
 from atlas_broker_dev.servers import BrokerServer
 from audit_helpers import stream_events, wait_for_stream, with_request_ids
 from callers import PolicyWriter, policy_path, written_policy
+from polling import read_until
 from stack import CallerKeys, Stack, bearer
 
 PREFIX = "audit-module"
@@ -301,12 +301,10 @@ def test_audit_file_receives_the_json_lines(stack: Stack) -> None:
     streamed = wait_for_stream(
         stack.redis.url, prefix, lambda es: any(e.get("request_id") == "file-1" for e in es)
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in audit_file.read_text().splitlines()]
-        if any(e.get("request_id") == "file-1" for e in lines):
-            break
-        time.sleep(0.05)
+    lines = read_until(
+        lambda: [json.loads(line) for line in audit_file.read_text().splitlines()],
+        lambda written: any(e.get("request_id") == "file-1" for e in written),
+    )
     assert with_request_ids(streamed, "file-1") == with_request_ids(lines, "file-1")
 
 

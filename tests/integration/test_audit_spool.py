@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ import redis
 from atlas_broker_dev.processes import free_port, tcp_open
 from atlas_broker_dev.servers import BrokerServer, RedisServer, start_redis
 from audit_helpers import wait_for_stream, with_request_ids
+from polling import read_until, wait_for
 from stack import Stack, bearer
 
 
@@ -47,15 +47,6 @@ def restart(server: RedisServer) -> None:
 def spooled(directory: Path) -> str:
     """Everything the spool files in `directory` hold."""
     return "".join(path.read_text() for path in directory.glob("*.spool"))
-
-
-def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 async def burst(
@@ -148,8 +139,10 @@ def test_spool_of_a_killed_broker_is_replayed_by_the_next(stack: Stack) -> None:
     # Without BROKER_AUDIT_REQUIRED an event is queued in memory until the writer spools
     # it (milliseconds): kill only once all ten are on disk.
     on_disk = [f'"request_id":"{rid}"' for rid in ids]
-    assert eventually(
-        lambda: all(rid in spooled(stack.log_dir / "shared-spool") for rid in on_disk)
+    wait_for(
+        lambda: all(rid in spooled(stack.log_dir / "shared-spool") for rid in on_disk),
+        interval=0.02,
+        message="events not spooled",
     )
     assert first.process.proc is not None
     first.process.proc.kill()
@@ -218,14 +211,12 @@ def test_refusal_for_want_of_a_record_is_logged_as_denied(stack: Stack) -> None:
         headers={**bearer(stack.keys.everything), "X-Request-ID": "undurable-2"},
         timeout=30,
     )
-    deadline = time.monotonic() + 10
-    while True:
-        records = [
+    records = read_until(
+        lambda: [
             (e["event"], e.get("reason"))
             for e in stack.audit_events(broker.process)
             if e.get("request_id") == "undurable-2"
-        ]
-        if records or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+        ],
+        bool,
+    )
     assert [("token.denied", "audit-unavailable")] == records

@@ -9,7 +9,8 @@ import time
 
 import httpx
 
-from stack import Realm, Stack, bearer, wait_for
+from polling import eventually, wait_for
+from stack import Realm, Stack, bearer
 
 
 def rotate_secret(stack: Stack, realm: Realm) -> tuple[str, int]:
@@ -171,10 +172,12 @@ async def test_fetch_racing_an_eviction_does_not_resurrect_its_token(stack: Stac
                 f"{broker.url}/v1/realms/{realm.name}/token", headers=bearer(stack.keys.everything)
             )
         )
-        deadline = time.monotonic() + 5
-        while stack.idp_requests(realm.name) < 1:  # the fetch is at the IdP now
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.02)
+        await eventually(  # the fetch is at the IdP now
+            lambda: stack.idp_requests(realm.name) >= 1,
+            timeout=5,
+            interval=0.02,
+            message="the fetch never reached the IdP",
+        )
         evicted = await client.delete(
             f"{broker.url}/v1/realms/{realm.name}/token", headers=bearer(stack.keys.admin)
         )

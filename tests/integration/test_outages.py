@@ -12,7 +12,8 @@ import redis
 
 from atlas_broker_dev.servers import start_openbao, start_redis
 from broker.core.backoff import max_attempts
-from stack import Stack, wait_for
+from polling import wait_for
+from stack import Stack
 
 
 @pytest.fixture

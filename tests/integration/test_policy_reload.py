@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter
+from polling import wait_for
 from stack import Realm, Stack, bearer
 
 
@@ -33,16 +33,6 @@ def status(stack: Stack, broker: BrokerServer, realm: Realm, key: str) -> int:
     return response.status_code
 
 
-def eventually(check: Callable[[], bool], *, timeout: float = 10.0) -> bool:
-    """Poll `check` until it holds or the deadline passes; whether it held."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def logged(broker: BrokerServer, text: str) -> Callable[[], bool]:
     return lambda: text in broker.process.log_path.read_text()
 
@@ -55,7 +45,7 @@ def test_new_caller_works_without_a_restart(
     broker = stack.start_broker(BROKER_POLICY_FILE=str(policy.write()))
     newcomer = policy.key_caller("newcomer", realms=("*",))
     policy.write()
-    assert eventually(lambda: status(stack, broker, realm, newcomer) == 200)
+    wait_for(lambda: status(stack, broker, realm, newcomer) == 200, message="newcomer never let in")
 
 
 def test_removed_caller_is_refused_after_the_reload(
@@ -68,7 +58,7 @@ def test_removed_caller_is_refused_after_the_reload(
     policy.callers.clear()
     policy.key_caller("staying", realms=("*",))
     policy.write()
-    assert eventually(lambda: status(stack, broker, realm, leaving) == 401)
+    wait_for(lambda: status(stack, broker, realm, leaving) == 401, message="leaver never shut out")
 
 
 @pytest.mark.parametrize(
@@ -96,7 +86,7 @@ def test_broken_file_leaves_the_old_policy_in_force(
         statuses.append(status(stack, broker, realm, key))
         return logged(broker, "policy file rejected")()
 
-    assert eventually(rejected)
+    wait_for(rejected, message="broken policy never rejected")
     assert {200} == {*statuses, status(stack, broker, realm, key)}
 
 
@@ -117,7 +107,9 @@ def test_configmap_style_symlink_swap_is_followed(
     staged = mount / "..data_tmp"
     staged.symlink_to(version_2.name)
     os.replace(staged, mount / "..data")
-    assert eventually(lambda: status(stack, broker, realm, second) == 200)
+    wait_for(
+        lambda: status(stack, broker, realm, second) == 200, message="symlink swap not followed"
+    )
 
 
 def _write_version(mount: Path, name: str, policy: PolicyWriter) -> Path:

@@ -30,6 +30,7 @@ from atlas_broker_client import (
 )
 from atlas_broker_dev.processes import free_port
 from atlas_broker_dev.servers import BrokerServer
+from polling import read_until, wait_for
 from stack import Realm, Stack
 
 ACCOUNTS = "/v2/accounts"
@@ -103,11 +104,12 @@ def serve(app: Starlette) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="atlas", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the Atlas stand-in did not start")
-        time.sleep(0.01)
+    wait_for(
+        lambda: server.started or not thread.is_alive(),
+        interval=0.01,
+        message="the Atlas stand-in did not start",
+    )
+    assert server.started, "the Atlas stand-in exited during start-up"
     try:
         yield f"http://127.0.0.1:{config.port}"
     finally:
@@ -246,10 +248,12 @@ def test_token_is_renewed_min_ttl_before_it_expires(stack: Stack) -> None:
     auth = BrokerAuth(broker.url, realm.name, api_key=stack.keys.everything, min_ttl=MIN_TTL)
     statuses = []
     with serve(api.app()) as url, httpx.Client(auth=auth) as client:
-        deadline = time.monotonic() + 10 * LIFETIME
-        while len(set(api.tokens)) < 3 and time.monotonic() < deadline:
+
+        def call() -> int:
             statuses.append(client.get(f"{url}{ACCOUNTS}").status_code)
-            time.sleep(0.05)  # pacing, not waiting for anything
+            return len(set(api.tokens))
+
+        read_until(call, lambda seen: seen >= 3, timeout=10 * LIFETIME)
     stack.leak_watch.add(*api.tokens)
     assert 3 == len(set(api.tokens))
     assert [200] * len(statuses) == statuses

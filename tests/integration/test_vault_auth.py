@@ -22,7 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from atlas_broker_dev.processes import free_port
-from stack import Stack, wait_for
+from polling import wait_for
+from stack import Stack
 from vault_policy import documented_vault_policy
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from pydantic import SecretStr
 
+import polling
 from broker.adapters.memory_store import MemoryTokenStore
 from broker.core.audit import AuditEvent
 from broker.core.errors import (
@@ -285,8 +285,4 @@ async def eventually(
 
     This waits for a state, not for time: it returns as soon as the state is reached.
     """
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached within {within} s")
-        await asyncio.sleep(poll)
+    await polling.eventually(condition, timeout=within, interval=poll)

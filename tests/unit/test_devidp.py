@@ -20,6 +20,7 @@ import jwt
 import pytest
 
 from atlas_broker_dev.idp import DevClient, IdPConfig, create_idp_app
+from polling import wait_for
 
 BASE_URL = "http://idp.test"
 TOKEN_URL = "/auth/realms/acme/protocol/openid-connect/token"
@@ -634,9 +635,11 @@ def test_module_serves_on_a_free_port(tmp_path: Path) -> None:
     command += ["--config", str(config), "--token-lifetime", "90", "--port-file", str(port_file)]
     with log.open("w") as stderr, subprocess.Popen(command, stderr=stderr) as process:
         try:
-            deadline = time.monotonic() + 20
-            while not port_file.exists() and process.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for(
+                lambda: port_file.exists() or process.poll() is not None,
+                timeout=20,
+                message="the IdP wrote no port file",
+            )
             base = f"http://127.0.0.1:{int(port_file.read_text())}"
             response = httpx.post(f"{base}{TOKEN_URL}", data=GRANT, headers=basic(), timeout=5)
         finally:
