@@ -20,7 +20,7 @@ import jwt
 import pytest
 
 from atlas_broker_dev.idp import DevClient, IdPConfig, create_idp_app
-from polling import wait_for
+from polling import eventually, wait_for
 
 BASE_URL = "http://idp.test"
 TOKEN_URL = "/auth/realms/acme/protocol/openid-connect/token"
@@ -55,6 +55,11 @@ def unverified(token: str) -> Any:
 async def token_response(idp: httpx.AsyncClient, realm: str = "acme") -> httpx.Response:
     url = f"/auth/realms/{realm}/protocol/openid-connect/token"
     return await idp.post(url, data=GRANT, headers=basic())
+
+
+async def token_requests(idp: httpx.AsyncClient, realm: str = "acme") -> int:
+    counts: dict[str, int] = (await idp.get("/_dev/stats")).json()["token_requests"]
+    return counts.get(realm, 0)
 
 
 async def verified_claims(idp: httpx.AsyncClient, token: str, realm: str = "acme") -> Any:
@@ -503,7 +508,7 @@ async def test_fault_hang_does_not_block_other_requests(idp: httpx.AsyncClient) 
     """A hanging token request leaves the IdP free to answer others."""
     await set_fault(idp, mode="hang", count=1)
     hanging = asyncio.create_task(token_response(idp))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: token_requests(idp), message="the hanging request never arrived")
 
     response = await token_response(idp)
 
