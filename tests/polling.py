@@ -14,7 +14,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
@@ -56,22 +56,42 @@ def read_until(
         time.sleep(interval)
 
 
+@overload
 async def eventually(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T]],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109 - as below
+    message: str | Callable[[], str] = ...,
+    interval: float = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    condition: Callable[[], T],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109 - as below
+    message: str | Callable[[], str] = ...,
+    interval: float = ...,
+) -> T: ...
+
+
+async def eventually(
+    condition: Callable[[], Any],
     *,
     # A deadline for the whole wait, not an I/O timeout: asyncio.timeout would cancel a
     # check half-way instead of failing with the message.
     timeout: float = 10.0,  # noqa: ASYNC109
     message: str | Callable[[], str] = "condition not reached",
     interval: float = 0.0,
-) -> T:
+) -> Any:
     """`wait_for` inside the event loop, for a plain or an async `condition`: between
     checks other tasks run (an `interval` of 0 only yields the loop once), so a state
     they are about to reach is seen at once."""
     deadline = time.monotonic() + timeout
     while True:
         outcome = condition()
-        result: T = await outcome if inspect.isawaitable(outcome) else outcome
+        result = await outcome if inspect.isawaitable(outcome) else outcome
         if result:
             return result
         if time.monotonic() >= deadline:

@@ -63,7 +63,8 @@ async def test_audit_pages_follow_the_cursor_newest_first(api: Api) -> None:
     seen: list[str] = []
     cursor = None
     for _ in range(3):
-        params = {"realm": api.realm.name, "limit": 1, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"realm": api.realm.name, "limit": 1}
+        params.update({"cursor": cursor} if cursor else {})
         page = (
             await api.client.get("/v1/audit", params=params, headers=bearer(api.keys.auditor))
         ).json()

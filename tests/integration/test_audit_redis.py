@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -16,6 +17,7 @@ import redis.asyncio as aioredis
 from broker.adapters.audit_redis import RedisAuditSink
 from broker.adapters.audit_spool import Spool
 from broker.adapters.clock import SystemClock
+from broker.adapters.redis_connect import RedisClient
 from broker.adapters.redis_store import create_redis
 from broker.core.audit import AuditEvent
 from broker.core.errors import AuditUnavailable
@@ -39,7 +41,7 @@ class Trail:
         self.request_ids: list[str] = []
 
     async def read(self) -> list[str]:
-        entries = await self._direct.xrange(self.stream)
+        entries: Any = await self._direct.xrange(self.stream)
         self.request_ids = [json.loads(fields[b"e"])["request_id"] for _, fields in entries]
         return self.request_ids
 
@@ -67,15 +69,15 @@ async def trail(redis_server: RedisServer, prefix: str) -> AsyncIterator[Trail]:
 
 
 @pytest.fixture
-async def clients(proxy: RedisProxy) -> AsyncIterator[list[aioredis.Redis]]:
-    made: list[aioredis.Redis] = []
+async def clients(proxy: RedisProxy) -> AsyncIterator[list[RedisClient]]:
+    made: list[RedisClient] = []
     yield made
     for client in made:
         await client.aclose()
 
 
 @pytest.fixture
-def sink(proxy: RedisProxy, prefix: str, clients: list[aioredis.Redis]) -> MakeSink:
+def sink(proxy: RedisProxy, prefix: str, clients: list[RedisClient]) -> MakeSink:
     """Makes writers as the app does (`create_redis`), talking to Redis through the proxy."""
 
     def make(spool_dir: Path, *, required: bool = False) -> RedisAuditSink:

@@ -69,7 +69,7 @@ def new_secret(stack: Stack, realm: Realm) -> int:
 def realm_status(stack: Stack, broker: BrokerServer, realm: str) -> dict[str, Any]:
     response = httpx.get(f"{broker.url}/v1/realms", headers=bearer(stack.keys.admin), timeout=10)
     assert 200 == response.status_code, response.text
-    statuses = {entry["realm"]: entry for entry in response.json()["realms"]}
+    statuses: dict[str, dict[str, Any]] = {e["realm"]: e for e in response.json()["realms"]}
     return statuses.get(realm, {})
 
 
@@ -109,6 +109,7 @@ def test_version_watch_follows_a_new_secret(stack: Stack, broker: BrokerServer) 
         return status if status.get("credential_version") == version else None
 
     status = wait_for(loaded, timeout=30, message="the broker never loaded the new version")
+    assert status is not None
     assert (True, None) == (status["cached"], status["last_error"])
 
 
