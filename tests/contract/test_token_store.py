@@ -27,6 +27,7 @@ from broker.core.models import AccessToken, Backoff, Invalidation
 from broker.core.ports import TokenStore
 from broker.devstack.servers import RedisServer
 from polling import eventually
+from redis_proxy import RedisProxy
 
 T = TypeVar("T")
 REALM = "acme"
@@ -273,3 +274,30 @@ async def test_redis_store_without_its_cache_key_is_unavailable_not_superseded(
             await store.put(REALM, token(), 60, generation=0)
     finally:
         await store.aclose()
+
+
+async def test_redis_subscription_marks_each_resubscription(redis_server: RedisServer) -> None:
+    """When the connection to Redis drops, the subscription yields None again once it is
+    back (the core then catches up on what it missed), and carries evictions after it."""
+    proxy = await RedisProxy(redis_server.port).start()
+    prefix = f"contract-{uuid.uuid4().hex[:8]}"
+    keyring = Keyring.generate()
+
+    async def load_keyring() -> Keyring:
+        return keyring
+
+    store = RedisTokenStore(create_redis(proxy.url), prefix=prefix, keyring=load_keyring)
+    peer = RedisTokenStore(create_redis(redis_server.url), prefix=prefix, keyring=load_keyring)
+    subscription = store.invalidations()
+    try:
+        first = await bounded(anext(subscription))
+        proxy.cut()
+        again = await bounded(anext(subscription))
+        generation = await peer.evict(REALM, reason="evicted")
+        after = await bounded(anext(subscription))
+    finally:
+        await subscription.aclose()  # type: ignore[attr-defined]
+        await store.aclose()
+        await peer.aclose()
+        await proxy.aclose()
+    assert (None, None, Invalidation(REALM, generation, "evicted")) == (first, again, after)
