@@ -147,6 +147,16 @@ async def test_fetch_begun_before_an_eviction_cannot_write_back(stores: Stores) 
     assert "fresh" == _value((await stores.peer.get(REALM)).token)
 
 
+async def test_put_at_an_older_generation_than_the_stored_token_is_refused(
+    stores: Stores,
+) -> None:
+    """A token stored at a later generation is not replaced by one from an earlier one."""
+    await stores.store.put(REALM, token("newer"), 60, generation=2)
+    assert not await stores.peer.put(REALM, token("older"), 60, generation=1)
+    cached = await stores.store.get(REALM)
+    assert ("newer", 2) == (_value(cached.token), cached.generation)
+
+
 async def test_only_if_absent_does_not_fill_an_evicted_realm(stores: Stores) -> None:
     """The mark an eviction leaves counts as present for only_if_absent."""
     generation = await stores.store.evict(REALM, reason="evicted")
