@@ -18,11 +18,12 @@ from pydantic import SecretStr
 from broker.http.app import create_app
 from broker.settings import Settings
 from callers import PolicyWriter
-from stack import Realm, Stack
+from stack import Realm, Stack, bearer
 from workload_issuer import WorkloadIssuer
 
 CLIENT_IP = "10.20.30.40"
 PROBLEM = "application/problem+json"
+__all__ = ["Api", "bearer", "in_process", "problem_of", "settings_for", "slug", "write_policy"]
 # Refills one request every 100 s: nothing refills while a module runs.
 SLOW = {"per_second": 0.01}
 
@@ -49,10 +50,6 @@ async def in_process(
         )
         async with httpx.AsyncClient(transport=transport, base_url="http://broker.test") as client:
             yield client
-
-
-def bearer(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def problem_of(response: httpx.Response, status: int) -> dict[str, Any]:
