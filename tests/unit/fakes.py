@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import inspect
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
