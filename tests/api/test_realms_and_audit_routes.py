@@ -30,6 +30,16 @@ async def test_auditor_sees_every_realm_with_its_status(api: Api) -> None:
     )
 
 
+async def test_realm_list_counts_against_the_callers_rate_limit(api: Api) -> None:
+    """The rate limit guards every authenticated route: past its burst a caller's realm
+    list is a 429 with Retry-After."""
+    responses = [
+        await api.client.get("/v1/realms", headers=bearer(api.keys.throttled)) for _ in range(2)
+    ]
+    assert "rate-limited" == slug(problem_of(responses[-1], 429))
+    assert int(responses[-1].headers["retry-after"]) >= 1
+
+
 async def test_realm_list_needs_a_credential(api: Api) -> None:
     """Without a credential the realm list is a 401."""
     problem_of(await api.client.get("/v1/realms"), 401)
