@@ -1,6 +1,7 @@
-"""A Vault writer's neighbour: the broker runs on the least-privilege policy that
-docs/operations.md gives, loaded as-is into OpenBao, and that policy lets it do its whole
-job and nothing outside its prefix."""
+"""Least privilege in Vault: the broker runs on the policy docs/operations.md gives,
+loaded as-is into OpenBao; it does its whole job with it (tokens, the cache key, rotation,
+the version watch, renewing its own token), and the same token is refused everything
+else, so a stolen broker token reads no other secret and writes none."""
 
 from __future__ import annotations
 
