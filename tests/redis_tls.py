@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from cryptography.x509.oid import NameOID
 
 from atlas_broker_dev.processes import ManagedProcess, free_port, tcp_open
 from atlas_broker_dev.servers import find_redis_server
+from polling import wait_for
 
 
 @dataclass
@@ -105,16 +105,14 @@ def _start(directory: Path, name: str, port: int, *args: str) -> ManagedProcess:
     return process
 
 
-def _wait(condition: object, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+def _wait(condition: Callable[[], object], what: str) -> None:
+    def reached() -> object:
         try:
-            if condition():  # type: ignore[operator]
-                return
-        except redis.RedisError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"TLS redis: {what} not reached")
+            return condition()
+        except redis.RedisError:  # not up yet
+            return False
+
+    wait_for(reached, timeout=30, interval=0.1, message=f"TLS redis: {what} not reached")
 
 
 @contextmanager

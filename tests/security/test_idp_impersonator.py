@@ -27,6 +27,7 @@ from starlette.routing import Route
 from atlas_broker_dev.processes import free_port
 from atlas_broker_dev.servers import DevIdP, start_dev_idp
 from broker.core.rules import token_key
+from polling import wait_for
 from stack import Realm, Stack
 from workload_issuer import SigningKey, WorkloadIssuer
 
@@ -151,11 +152,14 @@ class PointingIdP:
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the stand-in IdP did not start")
-            time.sleep(0.01)
+        server, thread = self._server, self._thread
+        wait_for(
+            lambda: server.started or not thread.is_alive(),
+            interval=0.01,
+            message="the stand-in IdP did not start",
+        )
+        if not server.started:
+            raise RuntimeError("the stand-in IdP exited during start-up")
         return self
 
     def stop(self) -> None:
