@@ -13,7 +13,8 @@ from starlette.types import Receive, Scope, Send
 from broker.adapters.tracing import Tracing, TracingMiddleware, requested
 from broker.http.app import create_app
 from broker.settings import Settings
-from stack import Stack, bearer, wait_for
+from polling import wait_for
+from stack import Stack, bearer
 
 TOKEN_ROUTE = "GET /v1/realms/{realm}/token"
 

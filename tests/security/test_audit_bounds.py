@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from atlas_broker_dev.servers import RedisServer, start_redis
-from stack import Stack, bearer, wait_for
+from polling import wait_for
+from stack import Stack, bearer
 
 
 @pytest.fixture

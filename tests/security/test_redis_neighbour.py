@@ -21,8 +21,9 @@ from broker.adapters.redis_store import RedisTokenStore, create_redis
 from broker.adapters.token_seal import Keyring
 from broker.core.models import token_fingerprint
 from broker.core.rules import backoff_key, forced_fetch_key, lock_key, token_key
+from polling import wait_for
 from redis_tls import make_tls_files, tls_cluster, tls_sentinel
-from stack import Stack, bearer, wait_for
+from stack import Stack, bearer
 
 
 def served(stack: Stack, url: str, realm: str) -> str:
