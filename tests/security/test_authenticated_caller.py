@@ -16,7 +16,8 @@ import redis
 
 from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter, policy_path, written_policy
-from stack import Realm, Stack, bearer, wait_for
+from polling import wait_for
+from stack import Realm, Stack, bearer
 
 
 @dataclass

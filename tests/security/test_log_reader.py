@@ -8,7 +8,8 @@ from __future__ import annotations
 import httpx
 
 from broker.cli.keygen import new_key
-from stack import Stack, bearer, wait_for
+from polling import wait_for
+from stack import Stack, bearer
 
 
 def test_a_broker_key_in_the_url_and_headers_is_redacted_from_the_logs(stack: Stack) -> None:

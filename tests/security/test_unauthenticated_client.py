@@ -31,7 +31,8 @@ from attacks import (
     start_tls_broker,
 )
 from callers import PolicyWriter, policy_path
-from stack import Realm, Stack, bearer, wait_for
+from polling import wait_for
+from stack import Realm, Stack, bearer
 from tls_certs import CertificateAuthority, Issued
 
 MiB = 1 << 20

@@ -12,7 +12,8 @@ import pytest
 
 from atlas_broker_dev.servers import BrokerServer
 from callers import PolicyWriter, policy_path
-from stack import Realm, Stack, bearer, wait_for
+from polling import wait_for
+from stack import Realm, Stack, bearer
 from workload_issuer import WorkloadIssuer
 
 SUBJECT = "system:serviceaccount:payments:ledger"
