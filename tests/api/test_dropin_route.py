@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 from inprocess import Api, in_process, settings_for
 
 FORM = "application/x-www-form-urlencoded"

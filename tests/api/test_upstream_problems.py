@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from broker.devstack.processes import free_port
+from atlas_broker_dev.processes import free_port
 from callers import PolicyWriter
 from inprocess import Api, bearer, in_process, problem_of, settings_for, slug
 from workload_issuer import AUDIENCE

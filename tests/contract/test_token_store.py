@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import pytest
 
+from atlas_broker_dev.servers import RedisServer
 from broker.adapters.clock import SystemClock
 from broker.adapters.memory_store import MemoryTokenStore
 from broker.adapters.redis_store import RedisTokenStore, create_redis
@@ -25,7 +26,6 @@ from broker.adapters.token_seal import Keyring
 from broker.core.errors import StoreUnavailable
 from broker.core.models import AccessToken, Backoff, Invalidation
 from broker.core.ports import TokenStore
-from broker.devstack.servers import RedisServer
 from polling import eventually
 from redis_proxy import RedisProxy
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from atlas_broker_dev.servers import RedisServer
 from broker.adapters.audit_redis import RedisAuditSink
 from broker.adapters.audit_spool import Spool
 from broker.adapters.clock import SystemClock
@@ -21,7 +22,6 @@ from broker.adapters.redis_connect import RedisClient
 from broker.adapters.redis_store import create_redis
 from broker.core.audit import AuditEvent
 from broker.core.errors import AuditUnavailable
-from broker.devstack.servers import RedisServer
 from polling import eventually
 from redis_proxy import RedisProxy
 

@@ -17,7 +17,7 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from broker.devstack.servers import BrokerServer
+from atlas_broker_dev.servers import BrokerServer
 from polling import wait_for
 from stack import Realm, Stack, bearer
 from vault_policy import documented_vault_policy
