@@ -16,6 +16,7 @@ import httpx
 
 from atlas_broker_dev.processes import ManagedProcess, free_port
 from atlas_broker_dev.servers import BrokerServer
+from polling import read_until
 from stack import Stack
 
 
@@ -79,13 +80,9 @@ def serving_throughout(broker: BrokerServer) -> Iterator[list[int]]:
 def eventually_status(call: Callable[[], httpx.Response], *, attempts: int = 100) -> int:
     """The first status other than 503 `call` gets (the closed connections take a moment
     to be noticed by the broker)."""
-    status = 0
-    for _ in range(attempts):
-        status = call().status_code
-        if status != 503:
-            return status
-        threading.Event().wait(0.05)
-    return status
+    return read_until(
+        lambda: call().status_code, lambda status: status != 503, timeout=attempts * 0.05
+    )
 
 
 def rss_bytes(pid: int) -> int:
