@@ -85,7 +85,9 @@ async def test_refused_version_is_not_retried_before_its_retry_time(
 ) -> None:
     """While degraded, the IdP sees the refused version again only on the retry schedule,
     not on every Vault poll."""
-    h = make_harness(timings=BrokerTimings(vault_poll=0.01, idp_backoff_base=100.0))
+    h = make_harness(
+        timings=BrokerTimings(vault_poll=0.01, idp_backoff_base=100.0, idp_backoff_max=100.0)
+    )
     await h.broker.token("acme")
     h.secrets.rotate("acme")
     h.issuer.refused_versions.add(2)
