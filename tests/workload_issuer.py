@@ -11,14 +11,12 @@ import base64
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
@@ -28,7 +26,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from atlas_broker_dev.processes import free_port
-from polling import wait_for
+from threaded_server import ThreadedServer
 
 AUDIENCE = "atlas-broker"
 
@@ -77,8 +75,7 @@ class WorkloadIssuer:
         self.key = SigningKey.rsa()
         self.published: list[SigningKey] = [self.key]
         self.jwks_requests = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     # -- the server ---------------------------------------------------------------------
 
@@ -88,26 +85,12 @@ class WorkloadIssuer:
             return JSONResponse({"keys": [key.public_jwk() for key in self.published]})
 
         app = Starlette(routes=[Route("/jwks", jwks)])
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", ws="none"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        server, thread = self._server, self._thread
-        wait_for(
-            lambda: server.started or not thread.is_alive(),
-            interval=0.01,
-            message="the workload issuer did not start",
-        )
-        if not server.started:
-            raise RuntimeError("the workload issuer exited during start-up")
+        self._server = ThreadedServer(app, name="workload issuer", port=self.port).start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.stop()
 
     def spec(self, *, audience: str = AUDIENCE) -> dict[str, str]:
         """The policy's `jwt_issuers` entry for this issuer."""

@@ -16,7 +16,6 @@ import httpx
 import jwt
 import pytest
 import requests
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,8 +29,9 @@ from atlas_broker_client import (
 )
 from atlas_broker_dev.processes import free_port
 from atlas_broker_dev.servers import BrokerServer
-from polling import read_until, wait_for
+from polling import read_until
 from stack import Realm, Stack
+from threaded_server import ThreadedServer
 
 ACCOUNTS = "/v2/accounts"
 
@@ -91,30 +91,8 @@ def _unauthorized() -> Response:
 @contextlib.contextmanager
 def serve(app: Starlette) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 from a thread; its base URL."""
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=free_port(),
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ws="none",
-        http="h11",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="atlas", daemon=True)
-    thread.start()
-    wait_for(
-        lambda: server.started or not thread.is_alive(),
-        interval=0.01,
-        message="the Atlas stand-in did not start",
-    )
-    assert server.started, "the Atlas stand-in exited during start-up"
-    try:
-        yield f"http://127.0.0.1:{config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ThreadedServer(app, name="Atlas stand-in") as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ import httpx
 import hvac
 import hvac.exceptions
 import jwt
-import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from atlas_broker_dev.processes import free_port
 from polling import wait_for
 from stack import Stack
+from threaded_server import ThreadedServer
 from vault_policy import documented_vault_policy
 
 
@@ -101,23 +99,18 @@ class TokenReviewAPI:
             )
 
         self.reviews = 0
-        self.port = free_port()
         app = Starlette(
             routes=[Route("/apis/authentication.k8s.io/v1/tokenreviews", review, methods=["POST"])]
         )
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._server = ThreadedServer(app, name="TokenReview API")
+        self.port = self._server.port
 
     def __enter__(self) -> TokenReviewAPI:
-        self._thread.start()
-        wait_for(lambda: self._server.started, timeout=10, message="TokenReview API not up")
+        self._server.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._server.stop()
 
 
 def service_account_jwt() -> str:

@@ -8,7 +8,6 @@ trusted, and the realm's client secret never sent to it.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any
 import jwt
 import pytest
 import redis
-import uvicorn
 import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,8 +25,8 @@ from starlette.routing import Route
 from atlas_broker_dev.processes import free_port
 from atlas_broker_dev.servers import DevIdP, start_dev_idp
 from broker.core.rules import token_key
-from polling import wait_for
 from stack import Realm, Stack
+from threaded_server import ThreadedServer
 from workload_issuer import SigningKey, WorkloadIssuer
 
 TOKEN_PATH = "/auth/realms/{realm}/protocol/openid-connect/token"
@@ -112,8 +110,7 @@ class PointingIdP:
         self.impersonator = impersonator
         self.kid = kid
         self.token_requests = 0
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._server: ThreadedServer | None = None
 
     def _token(self, realm: str) -> str:
         now = int(time.time())
@@ -146,26 +143,12 @@ class PointingIdP:
                 Route(f"{base}/certs", certs),
             ]
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off", ws="none"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        server, thread = self._server, self._thread
-        wait_for(
-            lambda: server.started or not thread.is_alive(),
-            interval=0.01,
-            message="the stand-in IdP did not start",
-        )
-        if not server.started:
-            raise RuntimeError("the stand-in IdP exited during start-up")
+        self._server = ThreadedServer(app, name="stand-in IdP", port=self.port).start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        if self._server is not None:
+            self._server.stop()
 
 
 @pytest.mark.parametrize("kid", ["impersonator", "configured"])
