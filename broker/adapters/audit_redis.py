@@ -344,8 +344,9 @@ class RedisAuditSink:
                 orphan = self._orphans[0]
                 budget = await self._drain(orphan, budget)
                 if not orphan.pending():
-                    await asyncio.to_thread(orphan.remove)
+                    # Out of the list before its file goes, so no reader sees it half-removed.
                     self._orphans.pop(0)
+                    await asyncio.to_thread(orphan.remove)
             if not self._orphans and self._spool is not None and budget > 0:
                 budget = await self._drain(self._spool, budget)
         except REDIS_FAILURES as exc:

@@ -129,6 +129,8 @@ class Spool:
     # -- replaying --------------------------------------------------------------------
 
     def size(self) -> int:
+        if self._fd < 0:
+            return 0  # removed or closed: a metric may still read it once more
         return os.fstat(self._fd).st_size
 
     def pending(self) -> bool:

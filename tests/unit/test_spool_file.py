@@ -80,3 +80,14 @@ def test_reset_empties_the_file(tmp_path: Path) -> None:
     spool.replayed = spool.size()
     spool.reset()
     assert (0, 0, False) == (spool.size(), spool.replayed, spool.pending())
+
+
+def test_a_removed_spool_holds_nothing(tmp_path: Path) -> None:
+    """A spool removed after its replay reports no bytes, so a backlog metric read while
+    it is being removed does not fail."""
+    spool = Spool.create(tmp_path, prefix=PREFIX, writer="w1")
+    spool.append([(1, '{"event":"a"}')])
+
+    spool.remove()
+
+    assert (0, False) == (spool.size(), spool.pending())
