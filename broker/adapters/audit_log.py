@@ -8,7 +8,6 @@ system call per burst instead of one per issuance. Closing flushes what is left.
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from typing import TextIO
 
@@ -23,7 +22,7 @@ class JsonLinesAuditSink:
         self._flush_pending: asyncio.TimerHandle | None = None
 
     async def emit(self, event: AuditEvent) -> None:
-        self._stream.write(json.dumps(event.as_json(), separators=(",", ":")) + "\n")
+        self._stream.write(event.json_line() + "\n")
         if self._flush_pending is None:
             self._flush_pending = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush)
 

@@ -7,9 +7,10 @@ the last `capacity` events this process emitted. Positions use the stream-id sha
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from typing import Any
+
+import orjson
 
 from broker.core.audit import AuditEvent
 from broker.core.audit_query import AuditPage, AuditQuery
@@ -22,7 +23,7 @@ class MemoryAuditTrail:
 
     async def emit(self, event: AuditEvent) -> None:
         # A JSON round trip, so what is read back is exactly what a stream would hold.
-        self._events.append((self._next, json.loads(json.dumps(event.as_json()))))
+        self._events.append((self._next, orjson.loads(event.json_line())))
         self._next += 1
 
     async def query(self, query: AuditQuery) -> AuditPage:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -192,7 +191,7 @@ class RedisAuditSink:
     # -- the port ---------------------------------------------------------------------
 
     async def emit(self, event: AuditEvent) -> None:
-        pending = _Pending(json.dumps(event.as_json(), separators=(",", ":")))
+        pending = _Pending(event.json_line())
         wait = self._required and event.event in _DURABLE
         if wait:
             if self._task is None or self._task.done():

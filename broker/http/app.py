@@ -39,7 +39,8 @@ from broker.core.ports import AuditSink, AuditTrail, RateLimiter, TokenStore
 from broker.core.supervisor import TaskSupervisor
 from broker.http.docs_page import install_docs
 from broker.http.health_monitor import DependencyMonitor
-from broker.http.metrics import HttpMetricsMiddleware, metrics_listener
+from broker.http.hot_routes import HotRoutes
+from broker.http.metrics import AccessMiddleware, metrics_listener
 from broker.http.middleware import RequestContextMiddleware
 from broker.http.openapi import install_openapi, operation_id
 from broker.http.problems import install_problem_handlers
@@ -269,6 +270,8 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
     app.include_router(realms.router)
     app.include_router(audit.router)
     app.include_router(health.router)
+    # Innermost: the hot routes see the request id and source address set outside them.
+    app.add_middleware(HotRoutes, routes=app.router.routes)
     app.add_middleware(
         RequestContextMiddleware,
         max_header_bytes=settings.max_header_bytes,
@@ -278,7 +281,7 @@ def create_app(settings: Settings, *, tracing: Tracing | None = None) -> FastAPI
             forward_max=settings.forward_max_body, other=settings.max_body_bytes
         ),
     )
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # around the rest: times it all
+    app.add_middleware(AccessMiddleware, metrics=metrics)  # around the rest: times it all
     if tracing is not None:
         app.add_middleware(TracingMiddleware, tracing=tracing)
     return app

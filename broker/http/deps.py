@@ -8,11 +8,13 @@ from typing import Annotated
 
 from cryptography import x509
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from broker.core import rules
 from broker.core.broker import TokenBroker
 from broker.core.context import RequestContext
 from broker.core.errors import Unauthenticated
+from broker.core.identity import Gatekeeper
 from broker.core.policy import Caller, CertificateIdentity, Role
 from broker.http.state import AppState
 from broker.logs import bind_log_context
@@ -27,8 +29,8 @@ async def app_state(request: Request) -> AppState:
     return app_state_of(request)
 
 
-def bearer_credential(request: Request) -> str:
-    header = request.headers.get("authorization")
+def bearer_credential(header: str | None) -> str:
+    """The credential of an `Authorization: Bearer <credential>` header value."""
     if not header:
         raise Unauthenticated("send 'Authorization: Bearer <api key or workload JWT>'")
     scheme, _, credential = header.partition(" ")
@@ -39,35 +41,56 @@ def bearer_credential(request: Request) -> str:
 
 
 async def authenticate(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Caller:
-    """The caller its Bearer credential proves (an API key or a workload JWT), within its
-    rate limit. Refusals are audited (`broker.core.identity`)."""
-    ctx = request_context(request)
+    """The caller of a FastAPI route (`admit_caller`)."""
     realm = request.path_params.get("realm")
-    realm = realm if isinstance(realm, str) and rules.is_valid_realm(realm) else None
-    # A token request, whether the v1 API or the drop-in OAuth2 endpoint (DELETE evicts).
-    token_request = request.url.path.endswith("/token") and request.method != "DELETE"
-    if "authorization" not in request.headers:
-        identity = client_certificate(request)
+    return await admit_caller(
+        state.gate,
+        authorization=request.headers.get("authorization"),
+        scope=request.scope,
+        ctx=request_context(request),
+        realm=realm if isinstance(realm, str) else None,
+        # A token request, whether the v1 API or the drop-in OAuth2 endpoint (DELETE evicts).
+        token_request=request.url.path.endswith("/token") and request.method != "DELETE",
+    )
+
+
+async def admit_caller(
+    gate: Gatekeeper,
+    *,
+    authorization: str | None,
+    scope: Scope,
+    ctx: RequestContext,
+    realm: str | None,
+    token_request: bool,
+) -> Caller:
+    """The caller a request's credential proves (a verified client certificate when it
+    sends no `Authorization`, else its Bearer API key or workload JWT), within its rate
+    limit. Refusals are audited (`broker.core.identity`). `realm` and `token_request`
+    describe the request in the audit record of a refusal; an invalid realm name is left
+    out of it."""
+    realm = realm if realm is not None and rules.is_valid_realm(realm) else None
+    if authorization is None:
+        identity = client_certificate(scope)
         if identity is not None:
-            caller = await state.gate.admit_certificate(
+            caller = await gate.admit_certificate(
                 identity, ctx=ctx, realm=realm, token_request=token_request
             )
             bind_log_context(caller=caller.name, **({"realm": realm} if realm else {}))
             return caller
     try:
-        credential = bearer_credential(request)
+        credential = bearer_credential(authorization)
     except Unauthenticated as exc:
-        await state.gate.refused(exc, ctx=ctx, realm=realm, reason="no-bearer-credential")
+        await gate.refused(exc, ctx=ctx, realm=realm, reason="no-bearer-credential")
         raise
-    caller = await state.gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
+    caller = await gate.admit(credential, ctx=ctx, realm=realm, token_request=token_request)
     bind_log_context(caller=caller.name, **({"realm": realm} if realm else {}))
     return caller
 
 
-def client_certificate(request: Request) -> CertificateIdentity | None:
+def client_certificate(scope: Scope) -> CertificateIdentity | None:
     """The identity of the client certificate the TLS listener verified (the ASGI TLS
     extension's `client_cert_chain`), if the connection presented one."""
-    tls = request.scope.get("extensions", {}).get("tls", {})
+    tls = scope.get("extensions", {}).get("tls", {})
     chain = tls.get("client_cert_chain") or []
     return certificate_identity(chain[0]) if chain else None
 
@@ -102,13 +125,16 @@ def requires(role: Role) -> Callable[..., Awaitable[Caller]]:
 
 
 def request_context(request: Request) -> RequestContext:
+    return context_of(request.scope)
+
+
+def context_of(scope: Scope) -> RequestContext:
     # The source address the middleware worked out (trusted proxies' X-Forwarded-For).
-    client_ip = getattr(request.state, "client_ip", None)
-    if client_ip is None and request.client:
-        client_ip = request.client.host
-    return RequestContext(
-        request_id=getattr(request.state, "request_id", None), client_ip=client_ip
-    )
+    state = scope.get("state") or {}
+    client_ip = state.get("client_ip")
+    if client_ip is None and (client := scope.get("client")):
+        client_ip = client[0]
+    return RequestContext(request_id=state.get("request_id"), client_ip=client_ip)
 
 
 async def _request_context(request: Request) -> RequestContext:

@@ -4,14 +4,14 @@ raw ASGI for speed."""
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
-import uuid
 from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.core.audit import API_KEY_PREFIX
+from broker.core.ids import new_id
+from broker.http.problems import PROBLEM_MEDIA_TYPE, problem_json
 from broker.logs import bind_log_context
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -72,7 +72,7 @@ class RequestContextMiddleware:
                 declared_body = int(value)
             elif name == b"x-forwarded-for":
                 forwarded.append(value)
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or new_id()
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         client = scope.get("client")
@@ -164,21 +164,15 @@ async def _refuse_body(
 async def _refuse(
     send: Send, header: tuple[bytes, bytes], request_id: str, status: int, slug: str, detail: str
 ) -> None:
-    body = json.dumps(
-        {
-            "type": f"https://atlas-broker.dev/problems/{slug}",
-            "title": _TITLES[status],
-            "status": status,
-            "detail": detail,
-            "request_id": request_id,
-        }
-    ).encode()
+    body = problem_json(
+        status=status, slug=slug, title=_TITLES[status], detail=detail, request_id=request_id
+    )
     await send(
         {
             "type": "http.response.start",
             "status": status,
             "headers": [
-                (b"content-type", b"application/problem+json"),
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
                 (b"content-length", str(len(body)).encode()),
                 header,
             ],

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,6 +32,21 @@ class Problem(BaseModel):
     request_id: str | None = Field(default=None, examples=["5f0c6c1e8a2b4d7e9f10a1b2c3d4e5f6"])
 
 
+def problem_json(
+    *, status: int, slug: str, title: str, detail: str, request_id: str | None
+) -> bytes:
+    """An RFC 9457 document (the `Problem` model's fields, in its order), encoded."""
+    return orjson.dumps(
+        {
+            "type": _TYPE_BASE + slug,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "request_id": request_id,
+        }
+    )
+
+
 def problem_response(
     request: Request,
     *,
@@ -39,17 +55,15 @@ def problem_response(
     title: str,
     detail: str,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    body = Problem(
-        type=_TYPE_BASE + slug,
-        title=title,
+) -> Response:
+    body = problem_json(
         status=status,
+        slug=slug,
+        title=title,
         detail=detail,
         request_id=getattr(request.state, "request_id", None),
     )
-    return JSONResponse(
-        body.model_dump(), status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE
-    )
+    return Response(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -62,7 +76,7 @@ def _validation_detail(exc: RequestValidationError) -> str:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    async def broker_error(request: Request, exc: Exception) -> JSONResponse:
+    async def broker_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, BrokerError)
         return problem_response(
             request,
@@ -73,7 +87,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=exc.headers(),
         )
 
-    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         return problem_response(
             request,
@@ -83,7 +97,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             detail=_validation_detail(exc),
         )
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         headers: dict[str, Any] = dict(exc.headers or {})
         if exc.status_code == 405:
@@ -99,7 +113,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=headers,
         )
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error", exc_info=exc)
         request_id = getattr(request.state, "request_id", None)
         return problem_response(

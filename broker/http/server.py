@@ -224,6 +224,7 @@ def build_config(settings: Settings) -> BrokerConfig:
         port=settings.port,
         workers=settings.workers,
         log_config=None,  # keep our JSON logging
+        access_log=False,  # the broker writes its own (broker.http.metrics.AccessMiddleware)
         proxy_headers=False,  # the source address is the middleware's (trusted proxies)
         server_header=False,
         timeout_graceful_shutdown=20,

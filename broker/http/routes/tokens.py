@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from broker.core import rules
 from broker.core.audit import iso_time
 from broker.core.errors import InvalidRequest
+from broker.core.models import IssuedToken
 from broker.http.deps import CallerDep, app_state_of, request_context
 from broker.http.problems import problem_responses
 
 router = APIRouter(tags=["tokens"])
-_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+DEFAULT_MIN_TTL = 60
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 RealmPath = Annotated[
     str,
@@ -50,7 +52,7 @@ async def get_token(
     request: Request,
     min_ttl: Annotated[
         int, Query(ge=0, le=86400, description="Seconds the token must still be valid.")
-    ] = 60,
+    ] = DEFAULT_MIN_TTL,
     scope: Annotated[
         str | None,
         Query(
@@ -61,8 +63,6 @@ async def get_token(
         ),
     ] = None,
 ) -> Response:
-    # The broker and the request context are read here rather than injected: on the hot
-    # path every dependency FastAPI resolves costs measurably (docs/BENCHMARKS.md).
     broker = app_state_of(request).broker
     try:
         scopes = rules.parse_scopes(scope)
@@ -71,20 +71,21 @@ async def get_token(
     issued = await broker.issue(
         caller, realm, min_ttl=min_ttl, ctx=request_context(request), scopes=scopes
     )
+    body = token_json(issued, realm=realm, scopes=scopes, now=broker.now())
+    return Response(body, media_type="application/json", headers=NO_STORE)
+
+
+def token_json(issued: IssuedToken, *, realm: str, scopes: tuple[str, ...], now: float) -> bytes:
+    """The `TokenResponse` of an issued token, encoded directly: validating it through
+    `response_model` (which still documents the shape) would cost every request."""
     token = issued.token
-    # Serialised here rather than validated through `response_model` (which still
-    # documents the shape): this is the hot path (issue 7, docs/BENCHMARKS.md).
     body = {
         "access_token": token.value,
         "token_type": "Bearer",
-        "expires_in": max(0, int(token.expires_at - broker.now())),
+        "expires_in": max(0, int(token.expires_at - now)),
         "expires_at": iso_time(token.expires_at),
         "realm": realm,
     }
     if scopes:
         body["scope"] = token.scope or rules.scope_label(scopes)
-    return Response(
-        json.dumps(body, separators=(",", ":")),
-        media_type="application/json",
-        headers=_NO_STORE,
-    )
+    return orjson.dumps(body)
