@@ -24,7 +24,7 @@ def find_py_spy(explicit: str | None = None) -> str | None:
 
 
 # The root frame of every thread but the main one (where the event loop runs).
-_THREAD_ROOT = "_bootstrap (threading.py)"
+_THREAD_ROOTS = frozenset({"Thread._bootstrap (threading.py)", "_bootstrap (threading.py)"})
 
 
 @dataclass
@@ -45,7 +45,8 @@ def _frames(line: str) -> tuple[list[str], int] | None:
 
 def top_functions(raw_lines: Iterable[str], *, limit: int = 15) -> TopFunctions:
     """Shares of the main thread's samples in py-spy's raw format (`root;…;leaf count`):
-    self counts a sample for its leaf frame, inclusive once for each distinct frame on it.
+    self counts a sample for its leaf frame, inclusive once for each distinct frame on it
+    (frames on every stack left out).
     Other threads mostly wait (py-spy cannot always tell), so they are only counted."""
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
@@ -55,7 +56,7 @@ def top_functions(raw_lines: Iterable[str], *, limit: int = 15) -> TopFunctions:
         if parsed is None or not parsed[0]:
             continue
         frames, count = parsed
-        if frames[0] == _THREAD_ROOT:
+        if frames[0] in _THREAD_ROOTS:
             other += count
             continue
         total += count
@@ -64,10 +65,12 @@ def top_functions(raw_lines: Iterable[str], *, limit: int = 15) -> TopFunctions:
             anywhere[frame] += count
     if total == 0:
         return TopFunctions(0, error="no samples of the main thread", other_threads=other)
+    # Frames on every stack (the entry point down to the event loop) say nothing.
+    below_root = Counter({name: n for name, n in anywhere.items() if n < total})
     return TopFunctions(
         total,
         {name: n / total for name, n in own.most_common(limit)},
-        {name: n / total for name, n in anywhere.most_common(limit)},
+        {name: n / total for name, n in below_root.most_common(limit)},
         other_threads=other,
     )
 

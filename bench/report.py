@@ -478,8 +478,9 @@ def _profile_section(top: TopFunctions, note: str, add: Callable[[str], None]) -
         f"{top.samples:,} samples of the worker's main thread (the event loop) while not "
         f"idle; {top.other_threads:,} samples of other threads (thread pools, log flushing; "
         "mostly waiting) left out. A function's *self* share counts the samples where it was "
-        "running, its *inclusive* share those where it was anywhere on the stack (paths "
-        "shortened by py-spy to package/module)."
+        "running, its *inclusive* share those where it was anywhere on the stack (frames on "
+        "every stack, from the entry point to the event loop, left out; paths shortened by "
+        "py-spy to package/module)."
     )
     add("")
     for title, shares in (("self", top.self_share), ("inclusive", top.inclusive_share)):
@@ -651,23 +652,24 @@ def markdown(
         _workers_section(results, results.scale, add)
     if results.profile is not None:
         _profile_section(results.profile, results.profile_note, add)
-    add("## Footprint")
-    add("")
-    add("| | value |")
-    add("|---|---:|")
-    for i, rss in enumerate(results.rest_rss):
-        add(f"| worker {i + 1} RSS at rest (one realm cached) | {_mib(rss)} |")
-    if results.rest_supervisor_rss is not None:
-        add(f"| supervisor RSS | {_mib(results.rest_supervisor_rss)} |")
-    for i, rss in enumerate(results.load_rss):
-        add(f"| worker {i + 1} RSS peak under the hot-path load | {_mib(rss)} |")
-    if results.startup:
-        add(
-            f"| start-up, process start → `/healthz` 200 (median of {len(results.startup)}) | "
-            f"{median(results.startup) * 1000:.0f} ms |"
-        )
-        add(f"| start-up, slowest | {max(results.startup) * 1000:.0f} ms |")
-    add("")
+    if results.rest_rss or results.load_rss or results.startup:
+        add("## Footprint")
+        add("")
+        add("| | value |")
+        add("|---|---:|")
+        for i, rss in enumerate(results.rest_rss):
+            add(f"| worker {i + 1} RSS at rest (one realm cached) | {_mib(rss)} |")
+        if results.rest_supervisor_rss is not None:
+            add(f"| supervisor RSS | {_mib(results.rest_supervisor_rss)} |")
+        for i, rss in enumerate(results.load_rss):
+            add(f"| worker {i + 1} RSS peak under the hot-path load | {_mib(rss)} |")
+        if results.startup:
+            add(
+                f"| start-up, process start → `/healthz` 200 (median of {len(results.startup)}) | "
+                f"{median(results.startup) * 1000:.0f} ms |"
+            )
+            add(f"| start-up, slowest | {max(results.startup) * 1000:.0f} ms |")
+        add("")
     add("## Interpretation")
     add("")
     for line in interpretation(results):
