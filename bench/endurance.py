@@ -24,6 +24,7 @@ RSS_LIMIT = 80 * MIB
 GROWTH_LIMIT_MIB = 2.0
 TOKEN_ROUTE = "/v1/realms/{realm}/token"
 REQUESTS_METRIC = "atlas_broker_http_request_duration_seconds_count"
+ISSUED_METRIC = "atlas_broker_token_requests_total"
 
 
 def growth_per_ten_minutes(samples: list[tuple[float, int]], *, settle: float) -> float | None:
@@ -119,7 +120,8 @@ class WorkersResult:
     connections: int
     load: LoadResult
     warmups: int  # token-route requests made before the load
-    scrapes: list[float]  # token-route requests counted by /metrics, one per scrape
+    scrapes: list[float]  # token-route HTTP requests counted by /metrics, one per scrape
+    issued: list[float]  # tokens issued for the realm by /metrics, one per scrape
     peak_worker_rss: list[int] = field(default_factory=list)
 
     @property
@@ -152,6 +154,7 @@ async def wait_for_workers(pid: int, count: int, *, within: float = 30) -> Broke
 async def workers_run(
     target: Target,
     metrics_url: str,
+    realm: str,
     processes: BrokerProcesses,
     *,
     connections: int,
@@ -173,10 +176,13 @@ async def workers_run(
         wrk_load(target, connections=connections, duration=seconds, workdir=workdir)
     )
     await asyncio.sleep(0.5)  # requests still in flight when wrk stopped finish
-    counts = []
+    counts, issued = [], []
     for _ in range(scrapes):
         async with httpx.AsyncClient(timeout=30) as client:
             response = await client.get(metrics_url)
             response.raise_for_status()
-            counts.append(sample_total(response.text, REQUESTS_METRIC, route=TOKEN_ROUTE))
-    return WorkersResult(workers, connections, load, warmups, counts, sampler.peak_worker_rss)
+        counts.append(sample_total(response.text, REQUESTS_METRIC, route=TOKEN_ROUTE))
+        issued.append(sample_total(response.text, ISSUED_METRIC, realm=realm, outcome="issued"))
+    return WorkersResult(
+        workers, connections, load, warmups, counts, issued, sampler.peak_worker_rss
+    )

@@ -452,8 +452,12 @@ def _workers_section(results: Results, scale: WorkersResult, add: Callable[[str]
     add(f"| requests wrk completed | {scale.load.requests:,} |")
     add(f"| warm-up requests | {scale.warmups} |")
     add(
-        f"| token-route requests counted by `/metrics` | "
+        "| token-route HTTP requests counted by `/metrics` (each scrape) | "
         f"{', '.join(f'{n:,.0f}' for n in scale.scrapes)} |"
+    )
+    add(
+        "| tokens issued for the realm, `atlas_broker_token_requests_total` (each scrape) | "
+        f"{', '.join(f'{n:,.0f}' for n in scale.issued)} |"
     )
     for i, rss in enumerate(scale.peak_worker_rss):
         add(f"| worker {i + 1} RSS peak under load | {_mib(rss)} |")

@@ -229,6 +229,7 @@ async def _workers(stack: BenchStack, args: argparse.Namespace, results: report.
         results.scale = await endurance.workers_run(
             token,
             f"{broker.url}/metrics",
+            realm.name,
             processes,
             connections=args.connections,
             seconds=2 * args.duration,
