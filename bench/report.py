@@ -761,12 +761,17 @@ def plot_soak(soak: SoakResult, path: Path) -> bool:
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=110)
-    ax.plot([t for t, _ in soak.samples], [rss / 2**20 for _, rss in soak.samples], lw=1.2)
+    ax.plot(
+        [t for t, _ in soak.samples],
+        [rss / 2**20 for _, rss in soak.samples],
+        lw=1.2,
+        label="worker RSS",
+    )
     ax.axvline(soak.settle, color="#888888", ls=":", lw=1, label="slope fitted after this")
     ax.axhline(RSS_LIMIT / 2**20, color="#d62728", ls="--", lw=1, label="80 MiB limit")
     ax.set_xlabel("seconds under load")
     ax.set_ylabel("worker RSS, MiB")
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(RSS_LIMIT, soak.peak_rss) / 2**20 * 1.15)
     ax.set_title("Broker worker RSS under constant load on a cached token")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(True, alpha=0.25)

@@ -214,9 +214,21 @@ async def _profile(
         duration=seconds,
         workdir=stack.workdir,
     )
-    _, results.profile = await profile.record_during(
-        py_spy, pid, load, seconds=seconds, output=stack.workdir / "py-spy.raw"
-    )
+    for _attempt in range(3):  # py-spy sometimes fails to read the interpreter's version
+        _, results.profile = await profile.record_during(
+            py_spy, pid, load, seconds=seconds, output=stack.workdir / "py-spy.raw"
+        )
+        if results.profile.error is None:
+            return
+        _say(f"profile: {results.profile.error}")
+        load = scenarios.load_once(
+            token,
+            generator=generator,
+            connections=args.connections,
+            duration=seconds,
+            workdir=stack.workdir,
+        )
+    load.close()
 
 
 async def _workers(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
