@@ -324,8 +324,7 @@ async def _forward(stack: BenchStack, args: argparse.Namespace, results: report.
 
 async def _stampede(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
     _say(f"stampede: 3 replicas, {args.callers} callers, {args.stampede_runs} run(s)")
-    shared = stack.broker_env()
-    replicas = [stack.start_broker(name=f"broker-replica-{i}", **shared) for i in range(3)]
+    replicas = stack.start_brokers(3)  # one key prefix: one Redis namespace
     for _ in range(args.stampede_runs):
         run = await scenarios.stampede(stack, [r.url for r in replicas], callers=args.callers)
         results.stampede.append(run)
