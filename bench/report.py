@@ -107,7 +107,7 @@ def _short_of(needed: float, have: float, unit: str) -> str:
     return f"; short by {needed - have:,.0f} {unit} (+{(needed / have - 1) * 100:.0f}% needed)"
 
 
-def _at_least(target: str, value: float, base: float, goal: float, what: str) -> Check:
+def at_least(target: str, value: float, base: float, goal: float, what: str) -> Check:
     """`value` ≥ `goal` x `base` (requests/s), with the distance when missed."""
     ratio = value / base if base > 0 else float("nan")
     met = value >= goal * base
@@ -141,7 +141,7 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
     broker, bao, idp = by["broker"], by["openbao"], by["idp"]
     tag = f"({generator})"
     found = [
-        _at_least(
+        at_least(
             f"must: cached token ≥ 1x OpenBao KV read, req/s {tag}",
             broker.rps,
             bao.rps,
@@ -151,7 +151,7 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
         _at_most_ms(
             f"must: cached token p99 ≤ OpenBao p99 {tag}", broker.p99_ms, bao.p99_ms, "OpenBao"
         ),
-        _at_least(
+        at_least(
             f"aim: cached token ≥ 2x OpenBao KV read, req/s {tag}",
             broker.rps,
             bao.rps,
@@ -161,7 +161,7 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
     ]
     raw, bare = by.get("raw asgi"), by.get("bare fastapi")
     if raw is not None:
-        check = _at_least(
+        check = at_least(
             f"aim: cached token ≥ 0.5x raw ASGI, req/s {tag}", broker.rps, raw.rps, 0.5, "raw ASGI"
         )
         if bare is not None:
@@ -173,7 +173,7 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
     gateway = by.get("broker-gateway")
     if gateway is not None:
         found.append(
-            _at_least(
+            at_least(
                 f"gateway route at the token route's rate, req/s {tag}",
                 gateway.rps,
                 broker.rps,
@@ -184,7 +184,7 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
     refused = by.get("broker-401")
     if refused is not None:
         found.append(
-            _at_least(
+            at_least(
                 f"a refusal (401) at least as fast as a cached 200, req/s {tag}",
                 refused.rps,
                 broker.rps,
@@ -193,7 +193,7 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
             )
         )
     found.append(
-        _at_least(f"cached token ≥ 5x direct IdP, req/s {tag}", broker.rps, idp.rps, 5.0, "IdP")
+        at_least(f"cached token ≥ 5x direct IdP, req/s {tag}", broker.rps, idp.rps, 5.0, "IdP")
     )
     return found
 
@@ -243,15 +243,22 @@ def _endurance_checks(results: Results) -> list[Check]:
         measured = f"{scale.load.rps:,.0f} req/s in all, {per_worker:,.0f} per worker"
         if single is not None:
             measured += f" vs {single:,.0f} with one worker ({per_worker / single:.2f}x)"
+        bao = _wrk_hot_rps(results, "openbao")
+        if bao is not None:
+            measured += f"; all workers vs OpenBao {scale.load.rps / bao:.2f}x"
         found.append(Check(f"{scale.workers} workers: req/s per worker", measured, None, True))
     return found
 
 
+def _wrk_hot_rps(results: Results, target: str) -> float | None:
+    """A hot-path target's requests/s under wrk (what the workers scenario uses)."""
+    summaries = results.hot.get("wrk")
+    found = _by_name(summaries).get(target) if summaries else None
+    return found.rps if found is not None else None
+
+
 def _single_worker_rps(results: Results) -> float | None:
-    summaries = results.hot.get("wrk") or next(iter(results.hot.values()), None)
-    if not summaries or results.workers != 1:
-        return None
-    return _by_name(summaries)["broker"].rps
+    return _wrk_hot_rps(results, "broker") if results.workers == 1 else None
 
 
 def checks(results: Results) -> list[Check]:

@@ -1,10 +1,13 @@
-"""The benchmark's arithmetic: what it reads from `/metrics`, py-spy and RSS samples."""
+"""The benchmark's helpers: what it reads from `/metrics`, py-spy and RSS samples, the
+framework-limit apps it measures beside the broker, and how it words a missed goal."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 # The benchmark is a top-level package beside tests/, not installed; `tests/bench` (on
@@ -12,8 +15,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.endurance import growth_per_ten_minutes
+from bench.limit_apps import build
 from bench.profile import top_functions
 from bench.promtext import sample_total
+from bench.report import at_least
 
 _TOKEN = 'route="/v1/realms/{realm}/token"'
 _COUNT = "atlas_broker_http_request_duration_seconds_count"
@@ -61,3 +66,33 @@ def test_top_functions_counts_leaves_as_self_and_each_frame_once_as_inclusive() 
     assert top.inclusive_share["serve (uvicorn/server.py)"] == pytest.approx(0.8)
     assert "main (app.py)" not in top.self_share
     assert "main (app.py)" not in top.inclusive_share  # on every stack: says nothing
+
+
+@pytest.mark.parametrize("kind", ["raw", "fastapi"])
+def test_limit_apps_answer_exactly_the_given_body_and_headers(kind: str) -> None:
+    body = b'{"access_token":"t","token_type":"Bearer"}'
+    headers = [
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+        ("pragma", "no-cache"),
+        ("x-request-id", "0f" * 16),
+    ]
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=build(kind, body, headers))
+        async with httpx.AsyncClient(transport=transport, base_url="http://limit") as client:
+            return await client.get("/v1/realms/any/token")
+
+    response = asyncio.run(get())
+    assert response.status_code == 200
+    assert response.content == body
+    assert sorted(response.headers.multi_items()) == sorted(
+        [*headers, ("content-length", str(len(body)))]
+    )
+
+
+def test_a_missed_goal_says_how_far_it_is() -> None:
+    check = at_least("cached token ≥ 1x OpenBao", 750, 1000, 1.0, "OpenBao")
+    assert check.met is False
+    assert "0.75x" in check.measured
+    assert "short by 250 req/s (+33% needed)" in check.measured
