@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import ssl
 import statistics
@@ -42,6 +43,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    command: str = ""  # the exact wrk command line, for wrk runs
 
     @property
     def rps(self) -> float:
@@ -113,6 +115,10 @@ async def python_load(target: Target, *, connections: int, duration: float) -> L
     )
 
 
+# Every wrk command line this process ran, in order (the report lists them).
+WRK_COMMANDS: list[str] = []
+
+
 def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
@@ -139,7 +145,7 @@ async def wrk_load(
     """Run `wrk` (one thread: the machine's other core serves) with a Lua script that sets
     the method, headers and body and prints a JSON summary. The script holds credentials,
     so it is private to the run's directory and removed afterwards."""
-    script = workdir / f"wrk-{target.name}.lua"
+    script = workdir / f"wrk-{target.name.replace(' ', '-')}.lua"
     lines = [f"wrk.method = {_lua_string(target.method)}"]
     if target.body is not None:
         lines.append(f"wrk.body = {_lua_string(target.body.decode())}")
@@ -149,19 +155,12 @@ async def wrk_load(
     with os.fdopen(fd, "w") as stream:
         stream.write("\n".join(lines) + "\n" + _WRK_DONE)
     seconds = max(1, round(duration))  # wrk takes whole seconds
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s"]
+    argv += ["-s", str(script), target.url]
+    WRK_COMMANDS.append(shlex.join(argv))
     try:
         process = await asyncio.create_subprocess_exec(
-            "wrk",
-            "-t1",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "30s",
-            "-s",
-            str(script),
-            target.url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
         )
         out, err = await process.communicate()
     finally:
@@ -181,6 +180,7 @@ async def wrk_load(
         p50_ms=summary["p50_us"] / 1000,
         p99_ms=summary["p99_us"] / 1000,
         max_ms=summary["max_us"] / 1000,
+        command=shlex.join(argv),
     )
 
 

@@ -1,8 +1,28 @@
 """`python -m bench.run`: start the stack, measure, print, write `docs/BENCHMARKS.md`.
 
     .venv/bin/python -m bench.run                  # full run, Python load generator
-    .venv/bin/python -m bench.run --generator both # hot path also with wrk (apt install wrk)
+    .venv/bin/python -m bench.run --generator wrk  # hot path with wrk (apt install wrk)
+    .venv/bin/python -m bench.run --generator both # hot path with both generators
     .venv/bin/python -m bench.run --quick --output /tmp/b.md   # seconds per scenario
+    .venv/bin/python -m bench.run --only hot soak --soak-seconds 120 --output /tmp/b.md
+    .venv/bin/python -m bench.run --generator wrk --profile --py-spy /path/to/py-spy
+
+Scenarios (`--only`, default all):
+
+- hot: the cached-token route, the gateway route and a 401 of one broker, OpenBao's KV
+  read, the IdP, and the framework limits (`bench/limit_apps.py`: a raw ASGI app and a
+  bare FastAPI route answering the same bytes on one uvicorn worker), alternated in rounds;
+- forward, stampede, refresh, startup: the forward proxy, cold-realm stampede over three
+  replicas, refresh ahead across token lifetimes, start-up time;
+- workers: one broker with `BROKER_WORKERS=2` under wrk, then `/metrics` checked to count
+  every request of every worker (needs wrk);
+- soak: wrk on a cached token against one worker for `--soak-seconds` (default 600, quick
+  20) while its RSS is sampled (needs wrk).
+
+`--profile` records the hot-path broker worker with py-spy (`--py-spy PATH`, else py-spy
+on PATH or beside this interpreter) during one extra round of the token route and adds
+the top functions to the report. The report's header names the measured git commit, the
+core count, this command line and every wrk command run.
 
 Everything runs on 127.0.0.1; every load loop is bounded by its duration.
 """
@@ -12,6 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shlex
+import shutil
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,14 +44,16 @@ if __package__ in (None, ""):  # `python bench/run.py`: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from atlas_broker_dev.api_standin import start_api_standin
-from bench import report, scenarios
-from bench.load import wrk_available
+from bench import endurance, profile, report, scenarios
+from bench.load import WRK_COMMANDS, Target, wrk_available
 from bench.procinfo import BrokerProcesses
 from bench.procinfo import available as proc_available
 from bench.stack import BenchStack, bench_stack
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("hot", "forward", "stampede", "refresh", "startup")
+SCENARIOS = ("hot", "forward", "stampede", "refresh", "startup", "workers", "soak")
+WRK_ONLY = ("workers", "soak")
+SCALE_WORKERS = 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--lifetime", type=int, help="refresh: token lifetime, s (default 8)")
     parser.add_argument("--lifetimes", type=int, help="refresh: lifetimes to run (default 5)")
     parser.add_argument("--startups", type=int, help="start-up measurements (default 5)")
+    parser.add_argument(
+        "--soak-seconds", type=int, help="soak: seconds under load (default 600, quick 20)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the broker during a token-route round"
+    )
+    parser.add_argument("--py-spy", dest="py_spy", help="the py-spy executable to use")
     parser.add_argument(
         "--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="report path"
     )
@@ -74,6 +105,7 @@ def _defaults(args: argparse.Namespace) -> None:
         ("lifetime", 8, 4),
         ("lifetimes", 5, 2),
         ("startups", 5, 1),
+        ("soak_seconds", 600, 20),
     ):
         if getattr(args, name) is None:
             setattr(args, name, fast if quick else full)
@@ -87,6 +119,9 @@ async def measure(stack: BenchStack, args: argparse.Namespace, results: report.R
     generators = ["python", "wrk"] if args.generator == "both" else [args.generator]
     if "wrk" in generators and not wrk_available():
         raise SystemExit("bench: --generator wrk needs wrk on PATH (apt-get install wrk)")
+    if not wrk_available() and any(name in args.only for name in WRK_ONLY):
+        _say("wrk not on PATH (apt-get install wrk): no workers or soak scenario")
+        args.only = [name for name in args.only if name not in WRK_ONLY]
 
     if "hot" in args.only:
         await _hot(stack, args, results, generators)
@@ -104,6 +139,10 @@ async def measure(stack: BenchStack, args: argparse.Namespace, results: report.R
         results.startup = await asyncio.to_thread(
             scenarios.startup_seconds, stack, attempts=args.startups
         )
+    if "workers" in args.only:
+        await _workers(stack, args, results)
+    if "soak" in args.only:
+        await _soak(stack, args, results)
 
 
 async def _hot(
@@ -112,12 +151,15 @@ async def _hot(
     _say(f"hot path: starting a broker with {args.workers} worker(s)")
     hot_broker = stack.start_broker(name="broker-hot")
     realm = stack.new_realm("hot")
-    targets = scenarios.hot_path_targets(stack, hot_broker.url, realm)
+    token = scenarios.hot_path_targets(stack, hot_broker.url, realm)[0]
     processes = BrokerProcesses.of(hot_broker.process.proc.pid)  # type: ignore[union-attr]
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(max(1, args.workers) * 4):  # warm every worker's memory cache
-            response = await client.get(targets[0].url, headers=targets[0].headers)
-            response.raise_for_status()
+            sample = await client.get(token.url, headers=token.headers)
+            sample.raise_for_status()
+    _say("hot path: the framework limits, answering a cached-token response of this broker")
+    limits = scenarios.start_limit_apps(stack, sample)
+    targets = scenarios.hot_path_targets(stack, hot_broker.url, realm, limits=limits)
     if proc_available():
         results.rest_rss = processes.worker_rss()
         results.rest_supervisor_rss = processes.supervisor_rss()
@@ -135,8 +177,118 @@ async def _hot(
             sampler=sampler,
         )
     results.load_rss = sampler.peak_worker_rss
+    for app in limits:
+        app.process.stop()
+        stack.processes.remove(app.process)
+    if args.profile:
+        await _profile(stack, args, results, token, processes, generators[-1])
     hot_broker.process.stop()
     stack.processes.remove(hot_broker.process)
+
+
+async def _profile(
+    stack: BenchStack,
+    args: argparse.Namespace,
+    results: report.Results,
+    token: Target,
+    processes: BrokerProcesses,
+    generator: str,
+) -> None:
+    py_spy = profile.find_py_spy(args.py_spy)
+    seconds = max(1, round(args.duration))
+    pid = processes.serving()[0]
+    if py_spy is None:
+        _say("--profile: no py-spy (pip install py-spy, or --py-spy PATH)")
+        results.profile = profile.TopFunctions(0, error="py-spy not found")
+        return
+    _say(f"profile: py-spy on the broker worker for one {seconds} s token-route round")
+    results.profile_note = (
+        f"`{Path(py_spy).name} record -p <worker> -f raw -r 200 --nolineno -d {seconds}` on "
+        f"the hot-path broker's worker during one extra {seconds} s round of the token route "
+        f"({generator}, {args.connections} connections), after the measured rounds."
+    )
+    load = scenarios.load_once(
+        token,
+        generator=generator,
+        connections=args.connections,
+        duration=seconds,
+        workdir=stack.workdir,
+    )
+    for _attempt in range(3):  # py-spy sometimes fails to read the interpreter's version
+        _, results.profile = await profile.record_during(
+            py_spy, pid, load, seconds=seconds, output=stack.workdir / "py-spy.raw"
+        )
+        if results.profile.error is None:
+            return
+        _say(f"profile: {results.profile.error}")
+        load = scenarios.load_once(
+            token,
+            generator=generator,
+            connections=args.connections,
+            duration=seconds,
+            workdir=stack.workdir,
+        )
+    load.close()
+
+
+async def _workers(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
+    _say(f"workers: one broker with BROKER_WORKERS={SCALE_WORKERS}, wrk on the token route")
+    broker = stack.start_broker(name="broker-workers", BROKER_WORKERS=str(SCALE_WORKERS))
+    try:
+        realm = stack.new_realm("workers")
+        token = scenarios.hot_path_targets(stack, broker.url, realm)[0]
+        processes = await endurance.wait_for_workers(broker.process.proc.pid, SCALE_WORKERS)  # type: ignore[union-attr]
+        results.scale = await endurance.workers_run(
+            token,
+            f"{broker.url}/metrics",
+            realm.name,
+            processes,
+            connections=args.connections,
+            seconds=2 * args.duration,
+            workdir=stack.workdir,
+        )
+    finally:
+        broker.process.stop()
+        stack.processes.remove(broker.process)
+
+
+async def _soak(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
+    _say(f"soak: one broker worker under wrk for {args.soak_seconds} s, RSS sampled")
+    broker = stack.start_broker(name="broker-soak", BROKER_WORKERS="1")
+    try:
+        realm = stack.new_realm("soak")
+        token = scenarios.hot_path_targets(stack, broker.url, realm)[0]
+        results.soak = await endurance.soak(
+            token,
+            BrokerProcesses.of(broker.process.proc.pid),  # type: ignore[union-attr]
+            seconds=args.soak_seconds,
+            connections=args.connections,
+            warmup=2 if args.quick else 10,
+            workdir=stack.workdir,
+        )
+    finally:
+        broker.process.stop()
+        stack.processes.remove(broker.process)
+
+
+def _tree() -> str:
+    """The measured commit, and whether tracked files differ from it."""
+
+    executable = shutil.which("git")
+
+    def git(*argv: str) -> str:
+        if executable is None:
+            return ""
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [executable, *argv], cwd=ROOT, capture_output=True, text=True, check=False, timeout=10
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return commit + (" (dirty: uncommitted changes to tracked files)" if dirty else " (clean)")
 
 
 async def _forward(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
@@ -172,8 +324,7 @@ async def _forward(stack: BenchStack, args: argparse.Namespace, results: report.
 
 async def _stampede(stack: BenchStack, args: argparse.Namespace, results: report.Results) -> None:
     _say(f"stampede: 3 replicas, {args.callers} callers, {args.stampede_runs} run(s)")
-    shared = stack.broker_env()
-    replicas = [stack.start_broker(name=f"broker-replica-{i}", **shared) for i in range(3)]
+    replicas = stack.start_brokers(3)  # one key prefix: one Redis namespace
     for _ in range(args.stampede_runs):
         run = await scenarios.stampede(stack, [r.url for r in replicas], callers=args.callers)
         results.stampede.append(run)
@@ -204,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         duration=args.duration,
         rounds=args.rounds,
+        tree=_tree(),
     )
     with bench_stack(workers=args.workers, keep=args.keep_logs) as stack:
         _run(measure(stack, args, results))
@@ -216,8 +368,15 @@ def main(argv: list[str] | None = None) -> int:
         plot_name = plot_path.name
     elif results.refresh is not None:
         _say("matplotlib not installed (pip install -e '.[bench]'): no refresh plot")
+    soak_plot = None
+    soak_path = output.parent / "soak-rss.png"
+    if results.soak is not None and report.plot_soak(results.soak, soak_path):
+        soak_plot = soak_path.name
+    results.wrk_commands = list(WRK_COMMANDS)
     notes = report.kept_notes(output)
-    output.write_text(report.markdown(results, plot_name=plot_name, notes=notes))
+    output.write_text(
+        report.markdown(results, plot_name=plot_name, notes=notes, soak_plot=soak_plot)
+    )
     print(report.summary_table(results), flush=True)
     _say(f"report written to {output}")
     return 0

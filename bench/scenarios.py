@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import httpx
 
-from atlas_broker_dev.processes import ManagedProcess, free_port
+from atlas_broker_dev.processes import ManagedProcess, free_port, http_ok
 from bench.load import (
     LoadResult,
     Summary,
@@ -33,21 +33,29 @@ from bench.procinfo import BrokerProcesses
 from bench.stack import CLIENT_ID, BenchStack, Realm
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
 
 # -- hot path ---------------------------------------------------------------------------
 
 
-def hot_path_targets(stack: BenchStack, broker_url: str, realm: Realm) -> list[Target]:
-    """The broker's cached token, OpenBao's KV v2 read of the same realm's secret, the
-    development IdP's token endpoint for the same realm, and the broker refusing a wrong
-    key (a 401 must cost no more than a cached 200)."""
+def hot_path_targets(
+    stack: BenchStack, broker_url: str, realm: Realm, *, limits: list[LimitApp] | None = None
+) -> list[Target]:
+    """The broker's cached token (token route and gateway route), the broker refusing a
+    wrong key (a 401 must cost no more than a cached 200), OpenBao's KV v2 read of the same
+    realm's secret, the development IdP's token endpoint for the same realm, and the
+    framework limits answering the same bytes as the token route."""
     basic = base64.b64encode(f"{CLIENT_ID}:{realm.client_secret}".encode()).decode()
+    caller = {"Authorization": f"Bearer {stack.caller_key}"}
+    token_path = f"/v1/realms/{realm.name}/token"
     return [
+        Target("broker", "GET", f"{broker_url}{token_path}", caller),
+        Target("broker-gateway", "GET", f"{broker_url}/v1/realms/{realm.name}/gateway", caller),
         Target(
-            "broker",
+            "broker-401",
             "GET",
-            f"{broker_url}/v1/realms/{realm.name}/token",
-            {"Authorization": f"Bearer {stack.caller_key}"},
+            f"{broker_url}{token_path}",
+            {"Authorization": "Bearer atb_" + "0" * 43},  # the key format, known to no one
         ),
         Target(
             "openbao",
@@ -65,13 +73,51 @@ def hot_path_targets(stack: BenchStack, broker_url: str, realm: Realm) -> list[T
             },
             b"grant_type=client_credentials",
         ),
-        Target(
-            "broker-401",
-            "GET",
-            f"{broker_url}/v1/realms/{realm.name}/token",
-            {"Authorization": "Bearer atb_" + "0" * 43},  # the key format, known to no one
-        ),
+        *(Target(app.name, "GET", f"{app.url}{token_path}", caller) for app in limits or []),
     ]
+
+
+# Response headers the server writes itself, not the app.
+_SERVER_HEADERS = frozenset({"date", "server", "content-length", "transfer-encoding"})
+LIMIT_APPS = (("raw", "raw asgi"), ("fastapi", "bare fastapi"))
+
+
+@dataclass
+class LimitApp:
+    name: str
+    url: str
+    process: ManagedProcess
+
+
+def start_limit_apps(stack: BenchStack, sample: httpx.Response) -> list[LimitApp]:
+    """`bench.limit_apps` raw and fastapi, each answering `sample`'s body and headers (a
+    cached-token response of this run's broker), on one uvicorn worker each."""
+    body_file = stack.workdir / "limit-body.json"  # holds a token: private to the run
+    fd = os.open(body_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(sample.content)
+    header_args = [
+        arg
+        for name, value in sample.headers.multi_items()
+        if name.lower() not in _SERVER_HEADERS
+        for arg in ("--header", f"{name}: {value}")
+    ]
+    apps = []
+    for kind, name in LIMIT_APPS:
+        port = free_port()
+        argv = [sys.executable, "-m", "bench.limit_apps", kind, "--port", str(port)]
+        process = ManagedProcess(
+            f"limit-{kind}",
+            [*argv, "--body-file", str(body_file), *header_args],
+            log_dir=stack.workdir,
+            env=dict(os.environ),
+            cwd=ROOT,
+        )
+        stack.processes.append(process.start())
+        url = f"http://127.0.0.1:{port}"
+        process.wait_until(http_ok(f"{url}/v1/realms/any/token"))
+        apps.append(LimitApp(name, url, process))
+    return apps
 
 
 def forward_targets(
@@ -118,6 +164,14 @@ class MemorySampler:
             await sampler
 
 
+async def load_once(
+    target: Target, *, generator: str, connections: int, duration: float, workdir: Path
+) -> LoadResult:
+    if generator == "wrk":
+        return await wrk_load(target, connections=connections, duration=duration, workdir=workdir)
+    return await python_load(target, connections=connections, duration=duration)
+
+
 async def hot_path(
     targets: list[Target],
     *,
@@ -131,11 +185,9 @@ async def hot_path(
     """Rounds A B C A B C …, after one short warm-up pass of each target."""
 
     async def load(target: Target, seconds: float) -> LoadResult:
-        if generator == "wrk":
-            return await wrk_load(
-                target, connections=connections, duration=seconds, workdir=workdir
-            )
-        return await python_load(target, connections=connections, duration=seconds)
+        return await load_once(
+            target, generator=generator, connections=connections, duration=seconds, workdir=workdir
+        )
 
     for target in targets:
         await load(target, min(1.0, duration))

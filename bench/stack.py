@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from atlas_broker_dev.servers import RedisServer
@@ -46,9 +46,21 @@ class BenchStack(LocalStack):
         return f"BenchStack(workdir={self.workdir!s}, workers={self.workers})"
 
     def new_realm(
-        self, prefix: str = "realm", *, client_id: str | None = None, in_vault: bool = True
+        self,
+        prefix: str = "realm",
+        *,
+        client_id: str | None = None,
+        in_vault: bool = True,
+        scopes: Sequence[str] | None = None,
+        vault_fields: Mapping[str, str] | None = None,
     ) -> Realm:
-        return super().new_realm(prefix, client_id=client_id or CLIENT_ID, in_vault=in_vault)
+        return super().new_realm(
+            prefix,
+            client_id=client_id or CLIENT_ID,
+            in_vault=in_vault,
+            scopes=scopes,
+            vault_fields=vault_fields,
+        )
 
     def broker_env(self, **overrides: str) -> dict[str, str]:
         return super().broker_env(**{"BROKER_WORKERS": str(self.workers), **overrides})
