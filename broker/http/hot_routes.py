@@ -68,7 +68,7 @@ class HotRoutes:
             realm, _, rest = scope["path"][len(_PREFIX) :].partition("/")
             if rules.is_valid_realm(realm):
                 if rest == "token" and scope["method"] == "GET":
-                    ask = _token_query(scope["query_string"])
+                    ask = token_query(scope["query_string"])
                     if ask is not None:
                         scope["route"] = self._token_route
                         await _token(scope, send, realm, *ask)
@@ -84,7 +84,7 @@ class HotRoutes:
         await self.app(scope, receive, send)
 
 
-def _token_query(query: bytes) -> tuple[int, str | None] | None:
+def token_query(query: bytes) -> tuple[int, str | None] | None:
     """`min_ttl` and `scope` of a token request, or None for anything but their plain form
     (FastAPI decides those). The last of repeated parameters counts, as with FastAPI."""
     if not query:

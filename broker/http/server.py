@@ -39,6 +39,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from broker.http.held_head import HeldHeadTransport
 from broker.http.tls import CertificateReloader, TlsFiles, peer_certificate, tls_context
 from broker.settings import Settings
 
@@ -149,7 +150,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = False
         self._disarm_head_timer()
+        previous = self.cycle
         super().on_headers_complete()
+        if self.cycle is not previous:  # a new request: its response in one write
+            self.cycle.transport = HeldHeadTransport(  # type: ignore[assignment]
+                self.transport, method=self.scope["method"]
+            )
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
