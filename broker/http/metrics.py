@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.adapters.prometheus import OTHER, BrokerMetrics
 from broker.http.server import LimitedHttpToolsProtocol
+from broker.logs import AccessLog
 
 
 class AccessMiddleware:
@@ -58,21 +58,19 @@ class AccessMiddleware:
             # Starlette's router leaves the matched route in the scope.
             route = getattr(scope.get("route"), "path", None) or OTHER
             self.metrics.observe_http(route, status, seconds)
-            if access_log.isEnabledFor(logging.INFO):
-                _log_access(scope, status, seconds)
+            _log_access(scope, status, seconds)
 
 
-access_log = logging.getLogger("broker.access")
+access_log = AccessLog()
 
 
 def _log_access(scope: Scope, status: int, seconds: float) -> None:
-    method, path = scope["method"], scope["path"]
-    access_log.info(
-        f"{method} {path} {status}",
-        extra={
-            "status": status,
-            "duration_ms": round(seconds * 1000, 3),
+    access_log.write(
+        f"{scope['method']} {scope['path']} {status}",
+        {
             "client_ip": (scope.get("state") or {}).get("client_ip"),
+            "duration_ms": round(seconds * 1000, 3),
+            "status": status,
         },
     )
 
