@@ -19,9 +19,7 @@ import math
 import time
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
-from broker.adapters.redis_connect import RedisClient
+from broker.adapters.redis_connect import REDIS_FAILURES, RedisClient
 from broker.core.policy import RateLimit
 
 log = logging.getLogger(__name__)
@@ -96,7 +94,7 @@ class RedisRateLimiter:
         interval_us = max(1, math.ceil(1_000_000 / limit.per_second))
         try:
             wait_us = await self._script(keys=[self.key(caller)], args=[interval_us, limit.burst])
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILURES as exc:
             self._local_until = self._monotonic() + _FALLBACK_SECONDS
             log.warning(
                 "rate limits shared through redis unavailable, limiting in process",

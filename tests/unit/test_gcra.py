@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from broker.adapters.rate_limit import LocalRateLimiter, gcra
+from typing import cast
+
+from redis.exceptions import RedisClusterException
+
+from broker.adapters.rate_limit import LocalRateLimiter, RedisRateLimiter, gcra
+from broker.adapters.redis_connect import RedisClient
 from broker.core.policy import RateLimit
 
 LIMIT = RateLimit(per_second=2, burst=3)
@@ -58,3 +63,21 @@ async def test_callers_have_separate_allowances() -> None:
     for _ in range(4):
         await limiter.acquire("chatty", LIMIT)
     assert 0.0 == await limiter.acquire("quiet", LIMIT)
+
+
+class UnreachableCluster:
+    """A Redis Cluster client with no node to ask: every script call raises."""
+
+    def register_script(self, script: str) -> object:
+        async def call(**_: object) -> int:
+            raise RedisClusterException("no node reachable")
+
+        return call
+
+
+async def test_a_cluster_without_reachable_nodes_falls_back_to_the_process() -> None:
+    """No reachable cluster node is Redis unavailable: the process limits, it does not fail."""
+    limiter = RedisRateLimiter(cast(RedisClient, UnreachableCluster()), prefix="t")
+    waits = [await limiter.acquire("billing", LIMIT) for _ in range(4)]
+    assert [0.0, 0.0, 0.0] == waits[:3]
+    assert waits[3] > 0
