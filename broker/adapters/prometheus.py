@@ -143,6 +143,13 @@ class BrokerMetrics:
         self.audit_events = self._counter(
             values, "audit_events", "Audit events recorded, by event type.", ["event"]
         )
+        self.auth_failures = self._counter(
+            values,
+            "auth_failures",
+            "Requests whose credential proved no caller, by reason; counted when each "
+            "minute's auth.failed audit event is written.",
+            ["reason"],
+        )
         # Counted refusals arrive once a minute: their series exist from the start, so the
         # set of series does not change when the first one is written.
         for aggregate in ("auth.failed", "rate_limit.exceeded"):
@@ -200,6 +207,9 @@ class BrokerMetrics:
             self.count(self.fetches, realm, "success").inc()
         elif kind == "token.fetch_failed":
             self.count(self.fetches, realm, "failure").inc()
+        elif kind == "auth.failed":
+            for reason, count in (event.reasons or {}).items():
+                self.count(self.auth_failures, reason).inc(count)
 
     def observe_http(self, route: str, status: int, seconds: float) -> None:
         """One answered request; `route` is the matched route's template (or `_other`)."""
