@@ -34,6 +34,7 @@ from broker.core.errors import (
     SecretSourceUnavailable,
     StoreUnavailable,
 )
+from broker.core.forward_headers import forwarded_headers, returned_headers
 from broker.core.models import AccessToken, ApiRequest, ApiResponse
 from broker.core.origins import check_realm_url
 from broker.core.policy import Caller
@@ -43,31 +44,6 @@ REPLAY_LIMIT = 1 << 20  # bodies up to this size are buffered, so a 401 can be r
 MIN_TTL = 30.0  # a token forwarded must outlive a slow API call
 _API_URL_TTL = 30.0  # seconds a realm's api_url read from the secret source is reused
 _PATH_IN_AUDIT = 512
-
-# RFC 9110 §7.6.1 connection-specific fields, plus what the broker sets itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    }
-)
-_NOT_FORWARDED = HOP_BY_HOP | {
-    "host",
-    "authorization",  # the caller's broker credential: never the API's business
-    "cookie",
-    "content-length",  # set again from the body actually sent
-    "expect",
-    "x-request-id",  # replaced by the request's (validated) id
-}
-# The broker's server sets its own Date and Server, its middleware the request id.
-_NOT_RETURNED = HOP_BY_HOP | {"x-request-id", "date", "server"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +110,11 @@ class Forwarder:
         try:
             response = await self._send(incoming.method, url, headers, body, token)
             if response.status == 401 and (body is None or isinstance(body, bytes)):
-                fresh = await self._fresh_token(caller, realm, token, ctx)
+                try:
+                    fresh = await self._fresh_token(caller, realm, token, ctx)
+                except BaseException:
+                    await response.aclose()
+                    raise
                 if fresh is not None:
                     await response.aclose()
                     token = fresh
@@ -142,7 +122,11 @@ class Forwarder:
         except BrokerError as exc:
             await self._record(caller, realm, incoming, token, ctx, started, error=exc)
             raise
-        await self._record(caller, realm, incoming, token, ctx, started, status=response.status)
+        try:
+            await self._record(caller, realm, incoming, token, ctx, started, status=response.status)
+        except BaseException:
+            await response.aclose()  # the connection goes back before the error leaves
+            raise
         response.headers = returned_headers(response.headers)
         return response
 
@@ -233,36 +217,6 @@ class Forwarder:
                 duration_ms=round((self._clock.monotonic() - started) * 1000, 1),
             )
         )
-
-
-def forwarded_headers(
-    headers: list[tuple[str, str]], request_id: str | None
-) -> list[tuple[str, str]]:
-    """The caller's headers the API may see: no hop-by-hop ones (nor those the caller's
-    `Connection` names), no caller credentials; the request id added."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    kept = [
-        (n, v) for n, v in headers if n.lower() not in _NOT_FORWARDED and n.lower() not in named
-    ]
-    if request_id:
-        kept.append(("x-request-id", request_id))
-    return kept
-
-
-def returned_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The API's headers the caller gets: all but hop-by-hop ones (Set-Cookie included)."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name.lower() == "connection"
-        for token in value.split(",")
-    }
-    return [(n, v) for n, v in headers if n.lower() not in _NOT_RETURNED and n.lower() not in named]
 
 
 async def _prepare_body(

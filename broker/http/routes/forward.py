@@ -19,6 +19,7 @@ from broker.http.routes.tokens import RealmPath
 
 router = APIRouter(tags=["forward"])
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+BUFFERED_LIMIT = 64 << 10  # answers up to this size are read whole, bigger ones stream
 
 ForwardPath = Annotated[
     str,
@@ -41,12 +42,30 @@ async def forward(
     response = await forwarder.forward(
         caller, realm, _incoming(request, realm), ctx=request_context(request)
     )
-    streamed = StreamingResponse(_body(response), status_code=response.status)
-    streamed.raw_headers = [
+    headers = [
         (name.lower().encode("latin-1"), value.encode("latin-1"))
         for name, value in response.headers
     ]
-    return streamed
+    if _small(headers):
+        # Read whole: the connection goes back to the pool at once, and the answer
+        # leaves in one piece instead of through a streaming task per call.
+        try:
+            content = b"".join([chunk async for chunk in response.body])
+        finally:
+            await response.aclose()
+        answer = Response(content, status_code=response.status)
+    else:
+        answer = StreamingResponse(_body(response), status_code=response.status)
+    answer.raw_headers = headers
+    return answer
+
+
+def _small(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the API's answer declares a length up to BUFFERED_LIMIT."""
+    lengths = [value for name, value in headers if name == b"content-length"]
+    if len(lengths) != 1 or any(name == b"transfer-encoding" for name, _ in headers):
+        return False
+    return lengths[0].isdigit() and int(lengths[0]) <= BUFFERED_LIMIT
 
 
 def _incoming(request: Request, realm: str) -> IncomingRequest:
