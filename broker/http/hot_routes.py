@@ -1,18 +1,19 @@
-"""The token and gateway routes as plain ASGI, ahead of FastAPI's router.
+"""The token, gateway and forward routes as plain ASGI, ahead of FastAPI's router.
 
 They are the broker's hot path: a caller asks for its token (or, behind a gateway, for
-authorization) on every request. FastAPI's per-request machinery (dependency solving,
-parameter validation, a wrapper per layer) costs several times the broker's own work
-(docs/BENCHMARKS.md), so these routes are answered here, with the same authentication
-(`deps.admit_caller`), the same problem+json documents and the same headers. The request
-id, the source address, size limits, metrics and tracing come from the middleware around
-this one, as for every route.
+authorization, or through the forward proxy, for the API call itself) on every request.
+FastAPI's per-request machinery (dependency solving, parameter validation, a wrapper per
+layer) costs several times the broker's own work (docs/BENCHMARKS.md), so these routes
+are answered here, with the same authentication (`deps.admit_caller`), the same
+problem+json documents and the same headers. The request id, the source address, size
+limits, metrics and tracing come from the middleware around this one, as for every route.
 
 Only the plain, valid form of a request is taken here: a valid realm name, and for the
 token route a GET whose `min_ttl` is a plain number in range. Anything else (an invalid
 realm, `min_ttl=1e3`, a HEAD) goes on to the FastAPI routes, which remain the reference:
-they answer the odd cases, validate exactly, and describe both routes in the OpenAPI
-document.
+they answer the odd cases, validate exactly, and describe the routes in the OpenAPI
+document. The forward route's work is `broker.http.routes.forward.answer`, which its
+FastAPI route shares.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import parse_qsl
 
 from fastapi.routing import iter_route_contexts
+from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,7 +32,7 @@ from broker.core.errors import BrokerError, InvalidRequest
 from broker.core.policy import Caller
 from broker.http.deps import admit_caller, context_of
 from broker.http.problems import PROBLEM_MEDIA_TYPE, problem_json
-from broker.http.routes import gateway, tokens
+from broker.http.routes import forward, gateway, tokens
 from broker.http.state import AppState
 
 _PREFIX = "/v1/realms/"
@@ -39,6 +41,7 @@ _PLAIN_MIN_TTL = re.compile(r"0|[1-9][0-9]{0,4}")
 _MAX_MIN_TTL = 86400
 _MAX_SCOPE = 2048
 _GATEWAY_METHODS = frozenset(gateway.METHODS)
+_FORWARD_METHODS = frozenset(forward.METHODS)
 
 _JSON = [(b"content-type", b"application/json")]
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
@@ -62,6 +65,7 @@ class HotRoutes:
         self._token_route = by_path["/v1/realms/{realm}/token"]
         self._gateway_route = by_path["/v1/realms/{realm}/gateway"]
         self._gateway_below = by_path["/v1/realms/{realm}/gateway/{rest:path}"]
+        self._forward_route = by_path["/v1/realms/{realm}/forward/{path:path}"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(_PREFIX):
@@ -80,6 +84,10 @@ class HotRoutes:
                         self._gateway_route if rest == "gateway" else self._gateway_below
                     )
                     await _gateway(scope, send, realm)
+                    return
+                elif rest.startswith("forward/") and scope["method"] in _FORWARD_METHODS:
+                    scope["route"] = self._forward_route
+                    await _forward(scope, receive, send, realm)
                     return
         await self.app(scope, receive, send)
 
@@ -133,6 +141,18 @@ async def _gateway(scope: Scope, send: Send, realm: str) -> None:
         (b"cache-control", b"no-store"),
     ]
     await _answer(send, 200, headers, b"")
+
+
+async def _forward(scope: Scope, receive: Receive, send: Send, realm: str) -> None:
+    try:
+        # As the FastAPI route's `authenticate` describes a refusal.
+        is_token_path = scope["path"].endswith("/token") and scope["method"] != "DELETE"
+        _, caller = await _admit(scope, realm, token_request=is_token_path)
+        response = await forward.answer(Request(scope, receive), realm, caller)
+    except BrokerError as exc:
+        await _problem(scope, send, exc)
+        return
+    await response(scope, receive, send)
 
 
 async def _admit(scope: Scope, realm: str, *, token_request: bool) -> tuple[AppState, Caller]:

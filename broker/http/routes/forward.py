@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from broker.core.errors import ApiNotConfigured, ForwardPathRefused
 from broker.core.forwarding import IncomingRequest
 from broker.core.models import ApiResponse
+from broker.core.policy import Caller
 from broker.http.deps import CallerDep, app_state_of, request_context
 from broker.http.problems import problem_responses
 from broker.http.routes.tokens import RealmPath
@@ -36,6 +37,13 @@ async def forward(
 ) -> Response:
     """Send the request on to `{api_url}/{path}?{query}` with the realm's token; the
     API's status, headers and body come back as they are."""
+    return await answer(request, realm, caller)
+
+
+async def answer(request: Request, realm: str, caller: Caller) -> Response:
+    """The API's answer to an authenticated caller's forward request, as the response to
+    send (the plain-ASGI route in `broker.http.hot_routes` and the FastAPI one share it).
+    Refusals and failures raise BrokerError before anything is sent."""
     forwarder = app_state_of(request).forwarder
     if forwarder is None:  # an app state built without one (never by the app factory)
         raise ApiNotConfigured("the forward proxy is not set up on this broker")
@@ -47,17 +55,17 @@ async def forward(
         for name, value in response.headers
     ]
     if _small(headers):
-        # Read whole: the connection goes back to the pool at once, and the answer
-        # leaves in one piece instead of through a streaming task per call.
+        # Read whole: the connection goes back to the pool at once, and no streaming
+        # task is started for an answer that arrived in one piece.
         try:
             content = b"".join([chunk async for chunk in response.body])
         finally:
             await response.aclose()
-        answer = Response(content, status_code=response.status)
+        result = Response(content, status_code=response.status)
     else:
-        answer = StreamingResponse(_body(response), status_code=response.status)
-    answer.raw_headers = headers
-    return answer
+        result = StreamingResponse(_body(response), status_code=response.status)
+    result.raw_headers = headers
+    return result
 
 
 def _small(headers: list[tuple[bytes, bytes]]) -> bool:
