@@ -21,6 +21,7 @@ import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
+import h11
 import httpcore
 import httpx
 
@@ -69,6 +70,9 @@ def _mapped() -> Iterator[None]:
         httpcore.NetworkError,
         httpcore.ProtocolError,
         httpcore.UnsupportedProtocol,
+        # A streamed body that ends short of its Content-Length: h11 refuses to end the
+        # request, and httpcore lets its error through unwrapped.
+        h11.ProtocolError,
         httpx.InvalidURL,
         OSError,
     ) as exc:
