@@ -50,7 +50,7 @@ async def authenticate(request: Request, state: Annotated[AppState, Depends(app_
         ctx=request_context(request),
         realm=realm if isinstance(realm, str) else None,
         # A token request, whether the v1 API or the drop-in OAuth2 endpoint (DELETE evicts).
-        token_request=request.url.path.endswith("/token") and request.method != "DELETE",
+        token_request=request.scope["path"].endswith("/token") and request.method != "DELETE",
     )
 
 
