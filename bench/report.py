@@ -133,6 +133,7 @@ def _rss_within(target: str, values: list[int]) -> Check:
     return Check(target, measured, worst <= RSS_LIMIT)
 
 
+BASELINE_ROW = "broker (baseline)"  # bench/run.py --baseline
 GATEWAY_RATIO = 0.95  # "at the token route's rate", within the rounds' run-to-run spread
 
 
@@ -195,6 +196,17 @@ def _hot_checks(generator: str, summaries: list[Summary]) -> list[Check]:
     found.append(
         at_least(f"cached token ≥ 5x direct IdP, req/s {tag}", broker.rps, idp.rps, 5.0, "IdP")
     )
+    baseline = by.get(BASELINE_ROW)
+    if baseline is not None:
+        found.append(
+            Check(
+                f"this tree against the baseline broker (`--baseline`), req/s {tag}",
+                f"{broker.rps:,.0f} vs {baseline.rps:,.0f} = {broker.rps / baseline.rps:.2f}x; "
+                f"p99 {broker.p99_ms:.2f} ms vs {baseline.p99_ms:.2f} ms",
+                None,
+                info=True,
+            )
+        )
     return found
 
 

@@ -21,8 +21,11 @@ Scenarios (`--only`, default all):
 
 `--profile` records the hot-path broker worker with py-spy (`--py-spy PATH`, else py-spy
 on PATH or beside this interpreter) during one extra round of the token route and adds
-the top functions to the report. The report's header names the measured git commit, the
-core count, this command line and every wrk command run.
+the top functions to the report. `--baseline PYTHON` adds the token route of another
+installation of the broker (say an earlier commit checked out beside this one, with its
+own venv) to the hot-path rounds, as the row `broker (baseline)`: before and after,
+measured side by side. The report's header names the measured git commit, the core
+count, this command line and every wrk command run.
 
 Everything runs on 127.0.0.1; every load loop is bounded by its duration.
 """
@@ -81,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         "--profile", action="store_true", help="py-spy the broker during a token-route round"
     )
     parser.add_argument("--py-spy", dest="py_spy", help="the py-spy executable to use")
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="the Python of another installation of the broker (e.g. an earlier commit's "
+        "checkout: its .venv/bin/python): its token route joins the hot-path rounds",
+    )
     parser.add_argument(
         "--output", type=Path, default=ROOT / "docs" / "BENCHMARKS.md", help="report path"
     )
@@ -160,6 +169,16 @@ async def _hot(
     _say("hot path: the framework limits, answering a cached-token response of this broker")
     limits = scenarios.start_limit_apps(stack, sample)
     targets = scenarios.hot_path_targets(stack, hot_broker.url, realm, limits=limits)
+    baseline = None
+    if args.baseline:
+        # Another installation of the broker (an earlier commit), in the same rounds: a
+        # before/after measured side by side. Its own key prefix keeps the two apart.
+        _say(f"hot path: a baseline broker run by {args.baseline}")
+        baseline = stack.start_broker(
+            name="broker-baseline", python=args.baseline, BROKER_KEY_PREFIX="bench-baseline"
+        )
+        path = token.url.removeprefix(hot_broker.url)
+        targets.append(Target(report.BASELINE_ROW, "GET", baseline.url + path, token.headers))
     if proc_available():
         results.rest_rss = processes.worker_rss()
         results.rest_supervisor_rss = processes.supervisor_rss()
@@ -177,6 +196,9 @@ async def _hot(
             sampler=sampler,
         )
     results.load_rss = sampler.peak_worker_rss
+    if baseline is not None:
+        baseline.process.stop()
+        stack.processes.remove(baseline.process)
     for app in limits:
         app.process.stop()
         stack.processes.remove(app.process)

@@ -207,10 +207,16 @@ class BrokerServer:
 
 
 def start_broker(
-    log_dir: Path, *, env: Mapping[str, str], name: str = "broker", port: int | None = None
+    log_dir: Path,
+    *,
+    env: Mapping[str, str],
+    name: str = "broker",
+    port: int | None = None,
+    python: str = sys.executable,
 ) -> BrokerServer:
-    """A `broker serve` process; a `port` someone else listens on is refused up front
-    (PortInUse), so a broker already running there is never mistaken for this one."""
+    """A `broker serve` process (of the broker installed for `python`); a `port` someone
+    else listens on is refused up front (PortInUse), so a broker already running there is
+    never mistaken for this one."""
     if port:
         ensure_port_free(port)
     else:
@@ -222,7 +228,13 @@ def start_broker(
         "BROKER_PORT": str(port),
     }
     process = ManagedProcess(
-        name, [sys.executable, "-m", "broker", "serve"], log_dir=log_dir, env=full_env
+        name,
+        [python, "-m", "broker", "serve"],
+        log_dir=log_dir,
+        env=full_env,
+        # `-m` puts the working directory first on sys.path: run from the log directory,
+        # so `python`'s own installation is the broker that starts, not a checkout here.
+        cwd=log_dir,
     ).start()
     url = f"http://127.0.0.1:{port}"
     process.wait_until(http_ok(f"{url}/healthz"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sys
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -212,18 +213,22 @@ class LocalStack:
         return env
 
     def start_broker(
-        self, *, name: str = "broker", port: int | None = None, **env: str
+        self, *, name: str = "broker", port: int | None = None, python: str = "", **env: str
     ) -> BrokerServer:
-        """A broker of this stack; `port` None picks a free one, a taken one is refused."""
-        return self._start(name, self.broker_env(**env), port)
+        """A broker of this stack; `port` None picks a free one, a taken one is refused.
+        `python`: the interpreter of another installation of the broker (a benchmark's
+        baseline), else this one's."""
+        return self._start(name, self.broker_env(**env), port, python or sys.executable)
 
     def start_brokers(self, count: int, **env: str) -> list[BrokerServer]:
         """`count` replicas sharing one key prefix (so one Redis namespace)."""
         shared = self.broker_env(**env)
         return [self._start(f"broker-{i}", shared, None) for i in range(count)]
 
-    def _start(self, name: str, env: Mapping[str, str], port: int | None) -> BrokerServer:
-        server = start_broker(self.log_dir, env=env, name=name, port=port)
+    def _start(
+        self, name: str, env: Mapping[str, str], port: int | None, python: str = sys.executable
+    ) -> BrokerServer:
+        server = start_broker(self.log_dir, env=env, name=name, port=port, python=python)
         self.processes.append(server.process)
         return server
 
