@@ -18,7 +18,9 @@ accepts only JWTs that verify, `none` verifies nothing.
 from __future__ import annotations
 
 import base64
+import functools
 import logging
+import ssl
 from collections.abc import Iterable
 from typing import Any
 
@@ -78,9 +80,18 @@ def basic_authorization(client_id: str, client_secret: str) -> str:
     return "Basic " + base64.b64encode(pair).decode("ascii")
 
 
+@functools.cache
+def _idp_tls_context() -> ssl.SSLContext:
+    """The trust store of every IdP client in this process, loaded once: each context holds
+    its own copy of the CA bundle (about 0.8 MiB). httpx's default (SSL_CERT_FILE or
+    SSL_CERT_DIR from the environment, else certifi's bundle), read at first use."""
+    return httpx.create_ssl_context()
+
+
 def create_idp_client(*, timeout: float) -> httpx.AsyncClient:
     """One pooled client for every realm: connections to the IdP are reused."""
     return httpx.AsyncClient(
+        verify=_idp_tls_context(),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
         limits=httpx.Limits(max_connections=50, max_keepalive_connections=10),
         follow_redirects=False,
