@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -39,13 +40,19 @@ class ApiConnections:
     max_connections: int
     max_idle_per_origin: int
     keepalive_expiry: float
-    ssl_context: ssl.SSLContext
     slots: asyncio.Semaphore = field(init=False)
     idle: dict[_Origin, list[httpcore.AsyncHTTPConnection]] = field(default_factory=dict)
     closed: bool = False
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.max_connections)
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        """certifi's CA bundle (nothing from the environment), made when the first
+        forwarded call opens a connection: a broker nobody forwards through never holds
+        it (~0.8 MiB)."""
+        return httpx.create_ssl_context(trust_env=False)
 
 
 def create_api_client(
@@ -56,7 +63,6 @@ def create_api_client(
         max_connections=max_connections,
         max_idle_per_origin=max_idle_per_origin,
         keepalive_expiry=30.0,
-        ssl_context=httpx.create_ssl_context(trust_env=False),
     )
 
 
