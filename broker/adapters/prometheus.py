@@ -88,6 +88,17 @@ class LabelBounds:
 _NO_POLICY = Policy.empty()
 
 
+# Why a credential proved no caller (`broker.core.identity`, `broker.http.deps`).
+AUTH_FAILURE_REASONS = (
+    "api-key-refused",
+    "workload-jwt-refused",
+    "no-bearer-credential",
+    "client-certificate-refused",
+    "jwks-unavailable",
+    OTHER,
+)
+
+
 class BrokerMetrics:
     def __init__(self, *, policy: Callable[[], Policy] = lambda: _NO_POLICY) -> None:
         # `_created` samples double the series and say nothing an alert needs.
@@ -150,6 +161,9 @@ class BrokerMetrics:
             "minute's auth.failed audit event is written.",
             ["reason"],
         )
+        # Every reason's series exists from the start (a flood of refusals adds none).
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason)
         # Counted refusals arrive once a minute: their series exist from the start, so the
         # set of series does not change when the first one is written.
         for aggregate in ("auth.failed", "rate_limit.exceeded"):
@@ -209,7 +223,8 @@ class BrokerMetrics:
             self.count(self.fetches, realm, "failure").inc()
         elif kind == "auth.failed":
             for reason, count in (event.reasons or {}).items():
-                self.count(self.auth_failures, reason).inc(count)
+                known = reason if reason in AUTH_FAILURE_REASONS else OTHER
+                self.count(self.auth_failures, known).inc(count)
 
     def observe_http(self, route: str, status: int, seconds: float) -> None:
         """One answered request; `route` is the matched route's template (or `_other`)."""

@@ -30,3 +30,18 @@ def test_each_counted_authentication_failure_is_in_the_metrics() -> None:
     name = "atlas_broker_auth_failures_total"
     assert 7 == sample(metrics, f'{name}{{reason="api-key-refused"}}')
     assert 1 == sample(metrics, f'{name}{{reason="workload-jwt-refused"}}')
+
+
+def test_every_reason_has_its_series_before_the_first_failure() -> None:
+    """A flood of refusals adds no series: they all exist from the start, and a reason
+    the broker does not know counts as `_other`."""
+    metrics = BrokerMetrics()
+    before = {line.split(" ")[0] for line in metrics.render().decode().splitlines()}
+    metrics.observe(
+        AuditEvent(
+            event="auth.failed", time=0.0, outcome="denied", count=2, reasons={"new-kind": 2}
+        )
+    )
+    after = {line.split(" ")[0] for line in metrics.render().decode().splitlines()}
+    assert set() == {s for s in after - before if "auth_failures" in s}
+    assert 2 == sample(metrics, 'atlas_broker_auth_failures_total{reason="_other"}')
