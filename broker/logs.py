@@ -154,23 +154,27 @@ class BufferedStreamHandler(logging.StreamHandler[TextIO]):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        if record.levelno >= logging.WARNING:
-            self.flush()
-        else:
-            self._flush_soon()
+        self._write(line, record)
 
     def write_info_line(self, line: str) -> None:
         """Write a line formatted elsewhere (`AccessLog`), as `emit` writes an INFO one."""
         with self.lock or threading.RLock():
-            try:
-                self.stream.write(line + self.terminator)
-            except Exception:
-                self.handleError(logging.makeLogRecord({"msg": "an access-log line"}))
-                return
+            self._write(line, None)
+
+    def _write(self, line: str, record: logging.LogRecord | None) -> None:
+        """Write now; flush now for a warning or worse, else within the interval."""
+        try:
+            self.stream.write(line + self.terminator)
+        except Exception:
+            self.handleError(record or logging.makeLogRecord({"msg": "an access-log line"}))
+            return
+        if record is not None and record.levelno >= logging.WARNING:
+            self.flush()
+        else:
             self._flush_soon()
 
     def _flush_soon(self) -> None:

@@ -49,9 +49,14 @@ async def authenticate(request: Request, state: Annotated[AppState, Depends(app_
         scope=request.scope,
         ctx=request_context(request),
         realm=realm if isinstance(realm, str) else None,
-        # A token request, whether the v1 API or the drop-in OAuth2 endpoint (DELETE evicts).
-        token_request=request.scope["path"].endswith("/token") and request.method != "DELETE",
+        token_request=is_token_request(request.scope["path"], request.method),
     )
+
+
+def is_token_request(path: str, method: str) -> bool:
+    """A request for a token, whether the v1 API or the drop-in OAuth2 endpoint (DELETE
+    evicts): how the audit record of a refusal names it."""
+    return path.endswith("/token") and method != "DELETE"
 
 
 async def admit_caller(

@@ -19,18 +19,20 @@ FastAPI route shares.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
 from fastapi.routing import iter_route_contexts
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.core import rules
+from broker.core.context import RequestContext
 from broker.core.errors import BrokerError, InvalidRequest
 from broker.core.policy import Caller
-from broker.http.deps import admit_caller, context_of
+from broker.http.deps import admit_caller, context_of, is_token_request
 from broker.http.problems import PROBLEM_MEDIA_TYPE, problem_json
 from broker.http.routes import forward, gateway, tokens
 from broker.http.state import AppState
@@ -47,11 +49,9 @@ _JSON = [(b"content-type", b"application/json")]
 _NO_STORE = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 _PROBLEM = [(b"content-type", PROBLEM_MEDIA_TYPE.encode())]
 
-Handler = Callable[[Scope, Send], Awaitable[None]]
-
 
 class HotRoutes:
-    """Answers plain token and gateway requests; passes every other request on."""
+    """Answers plain token, gateway and forward requests; passes every other request on."""
 
     def __init__(self, app: ASGIApp, *, routes: Iterable[BaseRoute]) -> None:
         self.app = app
@@ -111,15 +111,13 @@ def token_query(query: bytes) -> tuple[int, str | None] | None:
 
 async def _token(scope: Scope, send: Send, realm: str, min_ttl: int, raw_scope: str | None) -> None:
     try:
-        state, caller = await _admit(scope, realm, token_request=True)
+        state, caller, ctx = await _admit(scope, realm, token_request=True)
         try:
             scopes = rules.parse_scopes(raw_scope)
         except ValueError as exc:
             raise InvalidRequest(f"scope: {exc}") from None
         broker = state.broker
-        issued = await broker.issue(
-            caller, realm, min_ttl=min_ttl, ctx=context_of(scope), scopes=scopes
-        )
+        issued = await broker.issue(caller, realm, min_ttl=min_ttl, ctx=ctx, scopes=scopes)
     except BrokerError as exc:
         await _problem(scope, send, exc)
         return
@@ -129,10 +127,8 @@ async def _token(scope: Scope, send: Send, realm: str, min_ttl: int, raw_scope: 
 
 async def _gateway(scope: Scope, send: Send, realm: str) -> None:
     try:
-        state, caller = await _admit(scope, realm, token_request=False)
-        issued = await state.broker.issue(
-            caller, realm, min_ttl=gateway.MIN_TTL, ctx=context_of(scope)
-        )
+        state, caller, ctx = await _admit(scope, realm, token_request=False)
+        issued = await state.broker.issue(caller, realm, min_ttl=gateway.MIN_TTL, ctx=ctx)
     except BrokerError as exc:
         await _problem(scope, send, exc)
         return
@@ -145,9 +141,8 @@ async def _gateway(scope: Scope, send: Send, realm: str) -> None:
 
 async def _forward(scope: Scope, receive: Receive, send: Send, realm: str) -> None:
     try:
-        # As the FastAPI route's `authenticate` describes a refusal.
-        is_token_path = scope["path"].endswith("/token") and scope["method"] != "DELETE"
-        _, caller = await _admit(scope, realm, token_request=is_token_path)
+        token_request = is_token_request(scope["path"], scope["method"])
+        _, caller, _ = await _admit(scope, realm, token_request=token_request)
         response = await forward.answer(Request(scope, receive), realm, caller)
     except BrokerError as exc:
         await _problem(scope, send, exc)
@@ -155,25 +150,20 @@ async def _forward(scope: Scope, receive: Receive, send: Send, realm: str) -> No
     await response(scope, receive, send)
 
 
-async def _admit(scope: Scope, realm: str, *, token_request: bool) -> tuple[AppState, Caller]:
+async def _admit(
+    scope: Scope, realm: str, *, token_request: bool
+) -> tuple[AppState, Caller, RequestContext]:
     state: AppState = scope["state"]["app"]
+    ctx = context_of(scope)
     caller = await admit_caller(
         state.gate,
-        authorization=_first_header(scope, b"authorization"),
+        authorization=Headers(scope=scope).get("authorization"),
         scope=scope,
-        ctx=context_of(scope),
+        ctx=ctx,
         realm=realm,
         token_request=token_request,
     )
-    return state, caller
-
-
-def _first_header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            decoded: str = value.decode("latin-1")
-            return decoded
-    return None
+    return state, caller, ctx
 
 
 async def _problem(scope: Scope, send: Send, exc: BrokerError) -> None:
