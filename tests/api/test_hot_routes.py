@@ -100,3 +100,36 @@ async def test_the_route_template_reaches_the_request_metrics(api: Api) -> None:
     metrics = (await api.client.get("/metrics")).text
     for template in ("/v1/realms/{realm}/token", "/v1/realms/{realm}/gateway"):
         assert f'route="{template}",status="2xx"' in metrics
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/v1/realms/{realm}/token?scope=%00", {}),
+        ("/v1/realms/{realm}/token?scope=" + "+".join(f"s{i}" for i in range(17)), {}),
+        ("/v1/realms/{realm}/token?min_ttl=%ZZ", {}),
+        ("/v1/realms/{realm}/token?min_ttl=1&min_ttl=", {}),
+        ("/v1/realms/a%2Fb/token", {}),
+        ("/v1/realms/{realm}/gateway/%00", {"Authorization": "Bearer " + "x" * 8000}),
+        ("/v1/realms/{realm}/token", {"Authorization": b"Bearer \xe9\xff"}),
+    ],
+    ids=[
+        "nul-scope",
+        "17-scopes",
+        "bad-percent",
+        "empty-last-min-ttl",
+        "encoded-slash-realm",
+        "long-credential",
+        "latin-1-credential",
+    ],
+)
+async def test_malformed_input_on_the_hot_path_is_a_4xx_problem(
+    api: Api, path: str, headers: dict[str, str | bytes]
+) -> None:
+    """Whichever path takes it, a malformed request is a 4xx problem document (the
+    forward route's escapes: tests/security/test_forward_escape.py)."""
+    sent: dict[str, str | bytes] = {**bearer(api.keys.everything), **headers}
+    response = await api.client.get(path.format(realm=api.realm.name), headers=sent)
+    assert 400 <= response.status_code < 500, response.text
+    assert "application/problem+json" == response.headers["content-type"]
+    assert api.keys.everything not in response.text
