@@ -365,10 +365,24 @@ def _run(coroutine: object) -> None:
         runner.run(coroutine)  # type: ignore[arg-type]
 
 
+# Options naming programs of this machine: the report shows what they are, not where.
+_PLACEHOLDERS = {"--py-spy": "<py-spy>", "--baseline": "<python of the baseline checkout>"}
+
+
+def _shown(argv: list[str]) -> list[str]:
+    shown = list(argv)
+    for i, arg in enumerate(shown[:-1]):
+        if arg in _PLACEHOLDERS:
+            shown[i + 1] = _PLACEHOLDERS[arg]
+    return shown
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _defaults(args)
-    command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m bench.run " + shlex.join(
+        _shown(argv if argv is not None else sys.argv[1:])
+    )
     results = report.Results(
         command=command.strip(),
         date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
